@@ -1,0 +1,176 @@
+"""The API's shared conventions: JSON parsing with a size cap, error bodies, keyset paging."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.core import signing
+from django.db.models import Q, QuerySet
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.pagination import BasePagination
+from rest_framework.parsers import JSONParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.utils.urls import remove_query_param, replace_query_param
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "Request body is too large."
+    default_code = "payload_too_large"
+
+
+class BoundedJSONParser(JSONParser):
+    """JSON parser that refuses bodies over a byte limit and strings PostgreSQL cannot store.
+
+    DRF reads the WSGI stream directly, so Django's DATA_UPLOAD_MAX_MEMORY_SIZE never applies
+    to JSON bodies: the limit has to be enforced here. A view may lower it with `max_body_bytes`.
+    """
+
+    def parse(self, stream, media_type=None, parser_context=None) -> Any:
+        view = (parser_context or {}).get("view")
+        limit = getattr(view, "max_body_bytes", settings.ASIRI_MAX_REQUEST_BYTES)
+        raw = stream.read(limit + 1) if stream is not None else b""
+        if len(raw) > limit:
+            raise PayloadTooLarge(f"Request body is larger than {limit} bytes.")
+        try:
+            data = json.loads(raw.decode("utf-8"))
+            # Lone surrogates (\ud800) parse fine but cannot be encoded, stored or echoed back.
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except (ValueError, UnicodeError) as exc:
+            raise exceptions.ParseError(f"Request body is not valid JSON: {exc}") from None
+        return data
+
+
+def exception_handler(exc: Exception, context: dict) -> Response | None:
+    """DRF's handler, with 401s that always name the Bearer scheme."""
+    response = drf_exception_handler(exc, context)
+    if response is not None and response.status_code == status.HTTP_401_UNAUTHORIZED:
+        response["WWW-Authenticate"] = 'Bearer realm="api"'
+    return response
+
+
+def not_found() -> Http404:
+    return Http404("Not found.")
+
+
+_CURSOR_SALT = "asiri.api.cursor"
+
+
+class KeysetPagination(BasePagination):
+    """Cursor paging on (created_at, id), newest first.
+
+    Unlike DRF's CursorPagination it never uses an offset, so page 1,000 costs what page 1
+    costs, rows inserted between two requests neither repeat nor vanish, and a cursor the
+    server did not sign is a 400 rather than a 404 or a silently wrong page.
+    """
+
+    page_size = 50
+    max_page_size = 100
+    cursor_query_param = "cursor"
+    page_size_query_param = "limit"
+
+    def paginate_queryset(self, queryset: QuerySet, request: Request, view=None) -> list:
+        self.request = request
+        self.limit = self._read_limit(request)
+        position = self._read_cursor(request)
+        self.has_next = self.has_previous = False
+        if position is None:
+            rows = list(queryset.order_by("-created_at", "-id")[: self.limit + 1])
+            self.has_next = len(rows) > self.limit
+            rows = rows[: self.limit]
+        else:
+            created_at, row_id, backwards = position
+            if backwards:
+                after = Q(created_at__gte=created_at) & (Q(created_at__gt=created_at) | Q(id__gt=row_id))
+                rows = list(queryset.filter(after).order_by("created_at", "id")[: self.limit + 1])
+                self.has_previous = len(rows) > self.limit
+                rows = list(reversed(rows[: self.limit]))
+                self.has_next = True
+            else:
+                before = Q(created_at__lte=created_at) & (Q(created_at__lt=created_at) | Q(id__lt=row_id))
+                rows = list(queryset.filter(before).order_by("-created_at", "-id")[: self.limit + 1])
+                self.has_next = len(rows) > self.limit
+                rows = rows[: self.limit]
+                self.has_previous = True
+        self.rows = rows
+        return rows
+
+    def _read_limit(self, request: Request) -> int:
+        raw = request.query_params.get(self.page_size_query_param, "")
+        if raw == "":
+            return self.page_size
+        if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= self.max_page_size:
+            raise exceptions.ValidationError(
+                {self.page_size_query_param: [f"Must be a whole number from 1 to {self.max_page_size}."]}
+            )
+        return int(raw)
+
+    def _read_cursor(self, request: Request) -> tuple[datetime, str, bool] | None:
+        raw = request.query_params.get(self.cursor_query_param, "")
+        if raw == "":
+            return None
+        try:
+            created_at, row_id, backwards = signing.loads(raw, salt=_CURSOR_SALT)
+            return datetime.fromisoformat(created_at), str(row_id), bool(backwards)
+        except (signing.BadSignature, ValueError, TypeError):
+            raise exceptions.ValidationError(
+                {self.cursor_query_param: ["Invalid cursor: use the next or previous link of a listing."]}
+            ) from None
+
+    def _link(self, row, backwards: bool) -> str:
+        token = signing.dumps([row.created_at.isoformat(), row.id, backwards], salt=_CURSOR_SALT, compress=True)
+        url = self.request.build_absolute_uri()
+        return replace_query_param(url, self.cursor_query_param, token)
+
+    def get_next_link(self) -> str | None:
+        return self._link(self.rows[-1], backwards=False) if self.has_next and self.rows else None
+
+    def get_previous_link(self) -> str | None:
+        if not self.has_previous:
+            return None
+        if not self.rows:
+            return remove_query_param(self.request.build_absolute_uri(), self.cursor_query_param)
+        return self._link(self.rows[0], backwards=True)
+
+    def get_paginated_response(self, data: Sequence) -> Response:
+        return Response({"next": self.get_next_link(), "previous": self.get_previous_link(), "results": data})
+
+    def get_paginated_response_schema(self, schema: dict) -> dict:
+        return {
+            "type": "object",
+            "required": ["next", "previous", "results"],
+            "properties": {
+                "next": {"type": "string", "format": "uri", "nullable": True},
+                "previous": {"type": "string", "format": "uri", "nullable": True},
+                "results": schema,
+            },
+        }
+
+    def get_schema_operation_parameters(self, view) -> list[dict]:
+        return [
+            {
+                "name": self.cursor_query_param,
+                "in": "query",
+                "required": False,
+                "description": "Opaque cursor from a previous page's `next` or `previous` link.",
+                "schema": {"type": "string"},
+            },
+            {
+                "name": self.page_size_query_param,
+                "in": "query",
+                "required": False,
+                "description": f"Items per page, 1 to {self.max_page_size} (default {self.page_size}).",
+                "schema": {"type": "integer", "minimum": 1, "maximum": self.max_page_size, "default": self.page_size},
+            },
+        ]
+
+
+class SubscriptionPagination(KeysetPagination):
+    page_size = 100

@@ -1,0 +1,83 @@
+"""Read settings from the environment, failing loudly on a value we cannot use.
+
+An empty variable means "use the default", so `FOO=` in a Procfile or a .env file never
+switches something on by accident.
+"""
+
+from __future__ import annotations
+
+import os
+
+from django.core.exceptions import ImproperlyConfigured
+
+_TRUE = {"1", "true"}
+_FALSE = {"0", "false"}
+
+
+def env_str(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name, "")
+    return value if value != "" else default
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = env_str(name)
+    if value is None:
+        return default
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name} must be one of 0, 1, true, false (any case); got {value!r}.")
+
+
+def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
+    value = env_str(name)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number; got {value!r}.") from None
+    if not number > minimum:
+        raise ImproperlyConfigured(f"{name} must be greater than {minimum:g}; got {value!r}.")
+    return number
+
+
+def env_int(name: str, default: int, *, minimum: int = 1) -> int:
+    value = env_str(name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number; got {value!r}.") from None
+    if number < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}; got {value!r}.")
+    return number
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    value = env_str(name)
+    if value is None:
+        return default
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_delays(name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    """A comma-separated list of positive delays in seconds, e.g. `5,300,1800`."""
+    value = env_str(name)
+    if value is None:
+        return default
+    delays = []
+    for item in value.split(","):
+        try:
+            delay = float(item.strip())
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name} must be comma-separated seconds such as '5,300,1800'; got {value!r}."
+            ) from None
+        if delay < 0:
+            raise ImproperlyConfigured(f"{name} must not contain negative delays; got {value!r}.")
+        delays.append(delay)
+    return tuple(delays)

@@ -1,0 +1,196 @@
+"""Settings for ASIRI Webhooks, read from the environment only (see README "Configuration")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from asiri.env import env_bool, env_delays, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+# Everything the embedded default writes (SQLite file, Celery's filesystem queue, beat
+# schedule, collected static files) lives here, never in the working directory.
+DATA_DIR = Path(env_str("ASIRI_DATA_DIR", str(BASE_DIR / "var"))).resolve()
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off (set DJANGO_DEBUG=1 for local use)."
+        )
+    SECRET_KEY = "insecure-local-development-key-do-not-use-in-production"
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "tenants",
+    "webhooks",
+    "deliveries",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "asiri.urls"
+WSGI_APPLICATION = "asiri.wsgi.application"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database: PostgreSQL in production, SQLite on a fresh laptop ---------------------------
+_database_url = env_str("DATABASE_URL")
+if _database_url:
+    DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=60, conn_health_checks=True)}
+else:
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DATA_DIR / "asiri.sqlite3",
+            "OPTIONS": {
+                # web, worker and beat share the file: WAL lets readers run beside a writer,
+                # IMMEDIATE takes the write lock up front so a transaction never has to
+                # upgrade (the usual source of "database is locked"), and the timeout waits.
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+            },
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Celery: Redis (or RabbitMQ) in production, the filesystem transport on a laptop -------
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL")
+if not CELERY_BROKER_URL:
+    _queue_dir = DATA_DIR / "celery" / "queue"
+    for _folder in (_queue_dir, DATA_DIR / "celery" / "control", DATA_DIR / "celery" / "processed"):
+        _folder.mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_queue_dir),
+        "data_folder_out": str(_queue_dir),
+        "control_folder": str(DATA_DIR / "celery" / "control"),
+        "processed_folder": str(DATA_DIR / "celery" / "processed"),
+        "store_processed": False,
+    }
+else:
+    # Redis hands an unacknowledged task to another worker after this long; our tasks are
+    # short, and anything that waits longer lives in the database, not in the broker.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = env_str("ASIRI_CELERY_QUEUE", "asiri")
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# --- Webhooks ---------------------------------------------------------------------------
+ASIRI_ALLOW_PRIVATE_URLS = env_bool("ASIRI_ALLOW_PRIVATE_URLS", False)
+ASIRI_REQUIRE_HTTPS = env_bool("ASIRI_REQUIRE_HTTPS", True)
+ASIRI_RETRY_SCHEDULE = env_delays("ASIRI_RETRY_SCHEDULE", (5, 300, 1800, 7200, 18000, 36000, 36000))
+ASIRI_DELIVERY_TIMEOUT = env_float("ASIRI_DELIVERY_TIMEOUT", 15.0)
+ASIRI_CONNECT_TIMEOUT = min(5.0, ASIRI_DELIVERY_TIMEOUT)
+# How long a worker owns a delivery it claimed; past it, the dispatcher hands it to another.
+ASIRI_DELIVERY_LEASE = env_float("ASIRI_DELIVERY_LEASE", max(60.0, ASIRI_DELIVERY_TIMEOUT * 4))
+ASIRI_DISPATCH_INTERVAL = env_float("ASIRI_DISPATCH_INTERVAL", 10.0)
+# Resolves a host name for the address guard; swappable so tests never ask a real DNS server.
+ASIRI_RESOLVER = env_str("ASIRI_RESOLVER", "webhooks.addresses.system_resolve")
+ASIRI_USER_AGENT = "ASIRI-Webhooks/1.0"
+ASIRI_MAX_REQUEST_BYTES = 1_000_000
+
+CELERY_BEAT_SCHEDULE = {
+    "dispatch-due-deliveries": {
+        "task": "deliveries.tasks.dispatch_due_deliveries",
+        "schedule": ASIRI_DISPATCH_INTERVAL,
+        "options": {"expires": ASIRI_DISPATCH_INTERVAL},
+    },
+}
+
+# --- REST framework and OpenAPI ----------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["tenants.permissions.HasRequiredScope"],
+    "DEFAULT_PARSER_CLASSES": ["asiri.api.BoundedJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "asiri.api.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "ASIRI Webhooks API",
+    "DESCRIPTION": (
+        "Manage webhook subscriptions, read the delivery log and send test events. "
+        "Authenticate with `Authorization: Bearer <ASIRI_API_KEY>`; each operation names the scope it needs."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": r"/v1",
+}
+
+# --- The rest -----------------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = DEBUG
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+if not DEBUG:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("ASIRI_LOG_LEVEL", "INFO")},
+}

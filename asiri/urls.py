@@ -1,0 +1,26 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import SimpleRouter
+
+from deliveries.views import SubscriptionDeliveryViewSet
+from webhooks.views import SubscriptionViewSet
+
+router = SimpleRouter(trailing_slash=False)
+router.register("webhooks/subscriptions", SubscriptionViewSet, basename="subscription")
+
+subscription_children = [
+    path("deliveries", SubscriptionDeliveryViewSet.as_view({"get": "list"}), name="subscription-deliveries"),
+    path("test", SubscriptionDeliveryViewSet.as_view({"post": "test"}), name="subscription-test"),
+]
+
+urlpatterns = [
+    path("v1/", include(router.urls)),
+    path("v1/webhooks/subscriptions/<str:subscription_id>/", include(subscription_children)),
+    path("v1/openapi.json", SpectacularAPIView.as_view(), name="openapi"),
+    path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),
+    path("admin/", admin.site.urls),
+]
+
+handler404 = "asiri.errors.not_found"
+handler500 = "asiri.errors.server_error"

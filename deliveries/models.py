@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from tenants.ids import new_id
+from tenants.models import Tenant
+from webhooks.models import Subscription
+
+TEST_EVENT_TYPE = "webhook.test"
+
+
+def new_event_id() -> str:
+    return new_id("evt")
+
+
+def new_delivery_id() -> str:
+    return new_id("dlv")
+
+
+class EventQuerySet(models.QuerySet):
+    def for_tenant(self, tenant: Tenant) -> EventQuerySet:
+        return self.filter(tenant=tenant)
+
+
+class Event(models.Model):
+    id = models.CharField(primary_key=True, max_length=40, default=new_event_id, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="events")
+    type = models.CharField(max_length=200)
+    data = models.JSONField(default=dict)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    objects = EventQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return f"{self.id} {self.type}"
+
+    def payload(self) -> dict:
+        """What every receiver gets as the request body."""
+        timestamp = self.created_at.astimezone(UTC).isoformat(timespec="milliseconds")
+        return {"id": self.id, "type": self.type, "timestamp": timestamp.replace("+00:00", "Z"), "data": self.data}
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+IN_FLIGHT = (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
+
+
+class DeliveryQuerySet(models.QuerySet):
+    def for_tenant(self, tenant: Tenant) -> DeliveryQuerySet:
+        return self.filter(tenant=tenant)
+
+    def in_flight(self) -> DeliveryQuerySet:
+        return self.filter(status__in=IN_FLIGHT)
+
+    def claimable(self, now: datetime) -> DeliveryQuerySet:
+        """Due, and not held by a worker (or held past its lease: that worker is gone)."""
+        return self.in_flight().filter(next_attempt_at__lte=now).filter(
+            Q(locked_until__isnull=True) | Q(locked_until__lte=now)
+        )
+
+
+class Delivery(models.Model):
+    """One event on its way to one subscription. Its id is the receiver's `webhook-id`."""
+
+    id = models.CharField(primary_key=True, max_length=40, default=new_delivery_id, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="deliveries")
+    subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="deliveries")
+    event_type = models.CharField(max_length=200)  # copied from the event: filters need no join
+    status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    is_test = models.BooleanField(default=False)
+    attempt_count = models.PositiveIntegerField(default=0)
+    response_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    locked_until = models.DateTimeField(null=True, blank=True)
+    failure_reason = models.TextField(blank=True, default="")
+
+    objects = DeliveryQuerySet.as_manager()
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        indexes = [
+            models.Index(fields=["subscription", "-created_at", "-id"], name="delivery_log"),
+            models.Index(
+                fields=["next_attempt_at"],
+                name="delivery_due",
+                condition=Q(status__in=["pending", "retrying"]),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.id
+
+    @property
+    def is_final(self) -> bool:
+        return self.status not in IN_FLIGHT
+
+
+class Attempt(models.Model):
+    """One HTTP request for a delivery, written before the request is made."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempts")
+    number = models.PositiveIntegerField()
+    started_at = models.DateTimeField(default=timezone.now)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    response_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.TextField(blank=True, default="")
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["number"]
+        constraints = [models.UniqueConstraint(fields=["delivery", "number"], name="attempt_number_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.delivery_id} #{self.number}"
+
+    @property
+    def succeeded(self) -> bool:
+        return self.response_status_code is not None and 200 <= self.response_status_code < 300

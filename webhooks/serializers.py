@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import RegexValidator
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from webhooks.events import EVENT_PATTERN_REGEX
+from webhooks.models import Subscription
+from webhooks.validators import MAX_URL_LENGTH, validate_webhook_url
+
+MAX_PATTERNS = 100
+MAX_METADATA_ENTRIES = 20
+MAX_METADATA_KEY = 40
+MAX_METADATA_VALUE = 500
+
+
+class WebhookUrlField(serializers.CharField):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(max_length=MAX_URL_LENGTH, trim_whitespace=False, **kwargs)
+
+    def to_internal_value(self, data) -> str:
+        url = super().to_internal_value(data)
+        try:
+            validate_webhook_url(url)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from None
+        return url
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "maxProperties": MAX_METADATA_ENTRIES,
+        "additionalProperties": {"type": "string", "maxLength": MAX_METADATA_VALUE},
+        "propertyNames": {"maxLength": MAX_METADATA_KEY},
+        "description": (
+            f"Your own labels: at most {MAX_METADATA_ENTRIES} string values, keys up to "
+            f"{MAX_METADATA_KEY} characters, values up to {MAX_METADATA_VALUE}."
+        ),
+    }
+)
+class MetadataField(serializers.DictField):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(child=serializers.CharField(max_length=MAX_METADATA_VALUE, allow_blank=True,
+                                                      trim_whitespace=False), **kwargs)
+
+    def to_internal_value(self, data) -> dict[str, str]:
+        if not isinstance(data, dict):
+            raise serializers.ValidationError("Must be a JSON object of string values.")
+        if len(data) > MAX_METADATA_ENTRIES:
+            raise serializers.ValidationError(f"At most {MAX_METADATA_ENTRIES} entries.")
+        for key in data:
+            if len(key) > MAX_METADATA_KEY:
+                raise serializers.ValidationError(f"Keys must be at most {MAX_METADATA_KEY} characters: {key[:50]!r}.")
+            if "\x00" in key:
+                raise serializers.ValidationError("Keys must not contain NUL characters.")
+        for key, value in data.items():
+            if not isinstance(value, str):
+                raise serializers.ValidationError({key: ["Must be a string."]})
+        return super().to_internal_value(data)
+
+
+def event_patterns_field(**kwargs) -> serializers.ListField:
+    return serializers.ListField(
+        child=serializers.CharField(
+            max_length=200,
+            validators=[
+                RegexValidator(
+                    EVENT_PATTERN_REGEX,
+                    "Must be an event name (invoice.paid), a prefix wildcard (invoice.*) or *.",
+                )
+            ],
+        ),
+        min_length=1,
+        max_length=MAX_PATTERNS,
+        help_text=(
+            "Event types to receive: exact names (`invoice.paid`), prefix wildcards (`invoice.*`) "
+            "or `*` for everything. Duplicates are collapsed."
+        ),
+        **kwargs,
+    )
+
+
+class SubscriptionSerializer(serializers.ModelSerializer):
+    """A subscription as every read returns it: never with its secret."""
+
+    events = serializers.ListField(child=serializers.CharField())
+    metadata = MetadataField()
+
+    class Meta:
+        model = Subscription
+        fields = (
+            "id", "url", "events", "description", "active", "metadata",
+            "created_at", "updated_at", "disabled_reason",
+        )
+        read_only_fields = fields
+
+
+class SubscriptionCreatedSerializer(SubscriptionSerializer):
+    """The create response: the only time the signing secret is shown."""
+
+    class Meta(SubscriptionSerializer.Meta):
+        fields = (*SubscriptionSerializer.Meta.fields, "secret")
+        read_only_fields = fields
+
+
+class SubscriptionWriteSerializer(serializers.Serializer):
+    url = WebhookUrlField(help_text="Where events are POSTed. https only in production; private addresses are refused.")
+    events = event_patterns_field(default=lambda: ["*"])
+    description = serializers.CharField(max_length=1000, allow_blank=True, default="", trim_whitespace=False)
+    active = serializers.BooleanField(default=True)
+    metadata = MetadataField(default=dict)

@@ -1,0 +1,53 @@
+"""Subscription workflows, shared by the API, the admin and management commands."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+
+from tenants.models import Tenant
+from webhooks.events import normalise_patterns
+from webhooks.models import Subscription
+
+UPDATABLE_FIELDS = ("url", "events", "description", "active", "metadata")
+
+
+def subscription_create(
+    *,
+    tenant: Tenant,
+    url: str,
+    events: list[str] | None = None,
+    description: str = "",
+    active: bool = True,
+    metadata: dict[str, str] | None = None,
+) -> Subscription:
+    return Subscription.objects.create(
+        tenant=tenant,
+        url=url,
+        events=normalise_patterns(events or ["*"]),
+        description=description,
+        active=active,
+        metadata=metadata or {},
+    )
+
+
+def subscription_update(*, subscription: Subscription, changes: dict[str, Any]) -> Subscription:
+    unknown = set(changes) - set(UPDATABLE_FIELDS)
+    if unknown:
+        raise ValueError(f"Not updatable: {', '.join(sorted(unknown))}")
+    if "events" in changes:
+        changes["events"] = normalise_patterns(changes["events"])
+    if changes.get("active") is True:
+        # Re-enabling is the tenant saying "I fixed it": the system's reason no longer applies.
+        changes["disabled_reason"] = None
+    for field, value in changes.items():
+        setattr(subscription, field, value)
+    subscription.save(update_fields=[*changes, "updated_at"])
+    return subscription
+
+
+def subscription_delete(*, subscription: Subscription) -> None:
+    """Soft delete: the tenant sees a 404 from now on, support staff still see the history."""
+    with transaction.atomic():
+        subscription.soft_delete()

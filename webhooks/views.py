@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, status, viewsets
+from rest_framework.response import Response
+
+from asiri.api import SubscriptionPagination
+from asiri.openapi import error_responses
+from webhooks.models import Subscription
+from webhooks.serializers import SubscriptionCreatedSerializer, SubscriptionSerializer, SubscriptionWriteSerializer
+from webhooks.services import subscription_create, subscription_delete, subscription_update
+from webhooks.tenancy import TenantScopedViewSetMixin
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List subscriptions", description="Newest first. Scope: `webhooks:read`.",
+                       responses={200: SubscriptionSerializer(many=True), **error_responses(401, 403, 400)}),
+    retrieve=extend_schema(summary="Fetch a subscription", description="Scope: `webhooks:read`.",
+                           responses={200: SubscriptionSerializer, **error_responses(401, 403, 404)}),
+    create=extend_schema(summary="Create a subscription",
+                         description="Scope: `webhooks:write`. The response is the only one that shows `secret`.",
+                         request=SubscriptionWriteSerializer,
+                         responses={201: SubscriptionCreatedSerializer, **error_responses(400, 401, 403, 413)}),
+    partial_update=extend_schema(summary="Update a subscription",
+                                 description="Scope: `webhooks:write`. Send only the fields to change; a rejected "
+                                             "update changes nothing. `active: true` clears `disabled_reason`.",
+                                 request=SubscriptionWriteSerializer(partial=True),
+                                 responses={200: SubscriptionSerializer, **error_responses(400, 401, 403, 404, 413)}),
+    destroy=extend_schema(summary="Delete a subscription",
+                          description="Scope: `webhooks:write`. It stops receiving at once and answers 404 from then on.",
+                          responses={204: OpenApiResponse(description="Deleted."), **error_responses(401, 403, 404)}),
+)
+class SubscriptionViewSet(
+    TenantScopedViewSetMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    queryset = Subscription.objects.live()
+    serializer_class = SubscriptionSerializer
+    pagination_class = SubscriptionPagination
+    required_scopes = {
+        "list": "webhooks:read",
+        "retrieve": "webhooks:read",
+        "create": "webhooks:write",
+        "partial_update": "webhooks:write",
+        "destroy": "webhooks:write",
+    }
+
+    def create(self, request, *args, **kwargs) -> Response:
+        payload = SubscriptionWriteSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        subscription = subscription_create(tenant=self.tenant, **payload.validated_data)
+        return Response(SubscriptionCreatedSerializer(subscription).data, status=status.HTTP_201_CREATED)
+
+    def partial_update(self, request, *args, **kwargs) -> Response:
+        subscription = self.get_object()
+        payload = SubscriptionWriteSerializer(data=request.data, partial=True)
+        payload.is_valid(raise_exception=True)
+        subscription_update(subscription=subscription, changes=dict(payload.validated_data))
+        return Response(SubscriptionSerializer(subscription).data)
+
+    def perform_destroy(self, instance: Subscription) -> None:
+        subscription_delete(subscription=instance)
+
