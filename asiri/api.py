@@ -49,15 +49,13 @@ class BoundedJSONParser(JSONParser):
 
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
-    """DRF's handler, with 401s that always name the Bearer scheme."""
+    """DRF's handler, with one 404 body whatever was missing and 401s that name the Bearer scheme."""
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
     response = drf_exception_handler(exc, context)
     if response is not None and response.status_code == status.HTTP_401_UNAUTHORIZED:
         response["WWW-Authenticate"] = 'Bearer realm="api"'
     return response
-
-
-def not_found() -> Http404:
-    return Http404("Not found.")
 
 
 _CURSOR_SALT = "asiri.api.cursor"

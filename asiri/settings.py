@@ -104,6 +104,7 @@ if not CELERY_BROKER_URL:
         "control_folder": str(DATA_DIR / "celery" / "control"),
         "processed_folder": str(DATA_DIR / "celery" / "processed"),
         "store_processed": False,
+        "polling_interval": 0.1,  # the default 1 s would be most of a local test send's latency
     }
 else:
     # Redis hands an unacknowledged task to another worker after this long; our tasks are

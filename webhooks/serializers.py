@@ -15,7 +15,16 @@ MAX_METADATA_KEY = 40
 MAX_METADATA_VALUE = 500
 
 
-class WebhookUrlField(serializers.CharField):
+class StrictCharField(serializers.CharField):
+    """A string field that refuses numbers and booleans instead of quietly stringifying them."""
+
+    def to_internal_value(self, data) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class WebhookUrlField(StrictCharField):
     def __init__(self, **kwargs) -> None:
         super().__init__(max_length=MAX_URL_LENGTH, trim_whitespace=False, **kwargs)
 
@@ -63,7 +72,7 @@ class MetadataField(serializers.DictField):
 
 def event_patterns_field(**kwargs) -> serializers.ListField:
     return serializers.ListField(
-        child=serializers.CharField(
+        child=StrictCharField(
             max_length=200,
             validators=[
                 RegexValidator(
@@ -108,6 +117,6 @@ class SubscriptionCreatedSerializer(SubscriptionSerializer):
 class SubscriptionWriteSerializer(serializers.Serializer):
     url = WebhookUrlField(help_text="Where events are POSTed. https only in production; private addresses are refused.")
     events = event_patterns_field(default=lambda: ["*"])
-    description = serializers.CharField(max_length=1000, allow_blank=True, default="", trim_whitespace=False)
+    description = StrictCharField(max_length=1000, allow_blank=True, default="", trim_whitespace=False)
     active = serializers.BooleanField(default=True)
     metadata = MetadataField(default=dict)

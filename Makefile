@@ -1,0 +1,47 @@
+# ASIRI Webhooks: `make run` (local, embedded SQLite + filesystem broker) and `make test` (PostgreSQL + Redis).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+
+# Local conveniences are opt-in: only `make run` turns them on.
+LOCAL_ENV := env -u DATABASE_URL -u CELERY_BROKER_URL PATH="$(BIN):$$PATH" \
+	DJANGO_DEBUG=1 ASIRI_ALLOW_PRIVATE_URLS=1 ASIRI_REQUIRE_HTTPS=0 HOST=127.0.0.1 PORT=$${PORT:-8000}
+
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/asiri
+TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
+TEST_ENV := PATH="$(BIN):$$PATH" DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) \
+	DJANGO_SECRET_KEY=test-only-secret-key DJANGO_DEBUG=0 DJANGO_ALLOWED_HOSTS=testserver,localhost,127.0.0.1
+
+.PHONY: install run test lint services fmt clean
+
+$(STAMP): requirements.txt
+	@echo "==> Creating $(VENV) and installing requirements.txt"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	@rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)
+
+run: install
+	@$(LOCAL_ENV) $(BIN)/python manage.py migrate --noinput
+	@$(LOCAL_ENV) $(BIN)/python manage.py collectstatic --noinput -v0
+	@$(LOCAL_ENV) $(BIN)/python manage.py demo_setup
+	@$(LOCAL_ENV) $(BIN)/honcho start web worker beat
+
+services:
+	@bash scripts/ensure-services
+
+test: install services
+	@$(TEST_ENV) $(BIN)/python -m pytest
+
+lint: install
+	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
+
+fmt: install
+	@$(BIN)/ruff format .
+	@$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import pytest
+from rest_framework.test import APIClient
+
+from tenants.models import ApiKey, Tenant
+from webhooks.models import Subscription
+
+ALL_SCOPES = ["webhooks:read", "webhooks:write", "audit:read"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
+        raise pytest.UsageError(
+            "The suite runs on PostgreSQL: set DATABASE_URL (and CELERY_BROKER_URL), or use `make test`."
+        )
+
+
+@pytest.fixture(autouse=True)
+def _local_only(settings) -> None:
+    """No test asks a real DNS server; delivery tests opt in to private (loopback) targets."""
+    settings.ASIRI_RESOLVER = "tests.support.resolver.local_resolve"
+    settings.ASIRI_ALLOW_PRIVATE_URLS = False
+    settings.ASIRI_REQUIRE_HTTPS = True
+
+
+@pytest.fixture
+def alice(db) -> Tenant:
+    return Tenant.objects.create(slug="alice", name="Alice Inc.")
+
+
+@pytest.fixture
+def charlie(db) -> Tenant:
+    return Tenant.objects.create(slug="charlie", name="Charlie Ltd.")
+
+
+@pytest.fixture
+def make_key(db) -> Callable[..., str]:
+    def make(tenant: Tenant, scopes: list[str] | None = None, **kwargs) -> str:
+        return ApiKey.issue(tenant=tenant, scopes=ALL_SCOPES if scopes is None else scopes, **kwargs)[1]
+
+    return make
+
+
+@pytest.fixture
+def client_for(make_key) -> Callable[..., APIClient]:
+    def make(tenant: Tenant, scopes: list[str] | None = None) -> APIClient:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {make_key(tenant, scopes)}")
+        return client
+
+    return make
+
+
+@pytest.fixture
+def api(alice, client_for) -> APIClient:
+    """Alice's client with every scope."""
+    return client_for(alice)
+
+
+@pytest.fixture
+def make_subscription(db) -> Callable[..., Subscription]:
+    def make(tenant: Tenant, url: str = "https://hooks.example.com/asiri", **fields) -> Subscription:
+        return Subscription.objects.create(tenant=tenant, url=url, events=fields.pop("events", ["*"]), **fields)
+
+    return make

@@ -1,0 +1,21 @@
+"""A resolver for tests: answers from a fixed table so no test ever asks a real DNS server."""
+
+import socket
+
+TABLE: dict[str, list[str]] = {
+    "localhost": ["127.0.0.1", "::1"],
+    "localhost.localdomain": ["127.0.0.1"],
+    "app.localhost": ["127.0.0.1"],
+    "metadata.internal.test": ["169.254.169.254"],
+    "intranet.test": ["10.1.2.3"],
+    "mixed.test": ["93.184.215.14", "192.168.1.1"],
+    "hooks.example.com": ["93.184.215.14"],
+    "api.example.org": ["2606:2800:21f:cb07:6820:80da:af6b:8b2c"],
+}
+
+
+def local_resolve(host: str, port: int) -> list[str]:
+    try:
+        return list(TABLE[host.lower().rstrip(".")])
+    except KeyError:
+        raise socket.gaierror(socket.EAI_NONAME, f"{host} is not in the test resolver's table") from None

@@ -1,0 +1,145 @@
+"""Every operation × every way a caller can be wrong: the expected status and no side effect.
+
+"Charlie should have no access to Alice's stuff": Alice owns the subscription, Charlie's
+keys are the other tenant's.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from deliveries.models import Attempt, Delivery, Event
+from tenants.models import ApiKey
+from webhooks.models import Subscription
+
+OPERATIONS = [
+    # (name, method, path, body, scope, success status, targets an object)
+    ("list", "get", "/v1/webhooks/subscriptions", None, "webhooks:read", 200, False),
+    ("create", "post", "/v1/webhooks/subscriptions", {"url": "https://hooks.example.com/new"}, "webhooks:write", 201, False),
+    ("fetch", "get", "/v1/webhooks/subscriptions/{id}", None, "webhooks:read", 200, True),
+    ("patch", "patch", "/v1/webhooks/subscriptions/{id}", {"description": "changed"}, "webhooks:write", 200, True),
+    ("delete", "delete", "/v1/webhooks/subscriptions/{id}", None, "webhooks:write", 204, True),
+    ("log", "get", "/v1/webhooks/subscriptions/{id}/deliveries", None, "audit:read", 200, True),
+    ("test", "post", "/v1/webhooks/subscriptions/{id}/test", None, "webhooks:write", 202, True),
+]
+ALL_SCOPES = ["webhooks:read", "webhooks:write", "audit:read"]
+
+
+def snapshot() -> tuple:
+    return (
+        list(Subscription.objects.order_by("id").values()),
+        Delivery.objects.count(),
+        Event.objects.count(),
+        Attempt.objects.count(),
+    )
+
+
+def call(client: APIClient, operation: tuple, subscription_id: str):
+    _, method, path, body, *_ = operation
+    return getattr(client, method)(path.format(id=subscription_id), body, format="json" if body else None)
+
+
+def bearer(value: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=value)
+    return client
+
+
+def bad_callers(alice, make_key) -> dict[str, APIClient]:
+    good = make_key(alice)
+    revoked = make_key(alice)
+    ApiKey.objects.find(revoked).revoke()
+    expired = make_key(alice, expires_at=timezone.now() - timedelta(seconds=1))
+    lookup_part = good.rsplit("_", 1)[0]
+    inactive_tenant_key = make_key(alice.__class__.objects.create(slug="gone", is_active=False))
+    return {
+        "no key": APIClient(),
+        "other scheme": bearer(f"Basic {good}"),
+        "token scheme": bearer(f"Token {good}"),
+        "empty bearer": bearer("Bearer "),
+        "malformed": bearer("Bearer not-a-key"),
+        "unknown": bearer("Bearer asiri_AAAAAAAAAAAA_" + "B" * 40),
+        "wrong secret": bearer(f"Bearer {lookup_part}_{'C' * 40}"),
+        "revoked": bearer(f"Bearer {revoked}"),
+        "expired": bearer(f"Bearer {expired}"),
+        "inactive tenant": bearer(f"Bearer {inactive_tenant_key}"),
+    }
+
+
+@pytest.mark.parametrize("operation", OPERATIONS, ids=[op[0] for op in OPERATIONS])
+def test_it_answers_401_to_every_bad_key_and_changes_nothing(operation, alice, make_key, make_subscription):
+    subscription = make_subscription(alice)
+    callers = bad_callers(alice, make_key)
+    before = snapshot()
+    bodies = set()
+    for label, client in callers.items():
+        response = call(client, operation, subscription.id)
+        assert response.status_code == 401, label
+        assert response["WWW-Authenticate"].startswith("Bearer"), label
+        assert response["Content-Type"] == "application/json", label
+        if label not in ("no key", "other scheme", "token scheme"):
+            bodies.add(response.content)
+    assert len(bodies) == 1, "every invalid key must get the same answer (no enumeration)"
+    assert snapshot() == before
+
+
+@pytest.mark.parametrize("operation", OPERATIONS, ids=[op[0] for op in OPERATIONS])
+def test_it_answers_403_naming_the_missing_scope(operation, alice, client_for, make_subscription):
+    subscription = make_subscription(alice)
+    scope = operation[4]
+    client = client_for(alice, [s for s in ALL_SCOPES if s != scope])
+    before = snapshot()
+    response = call(client, operation, subscription.id)
+    assert response.status_code == 403
+    assert response.json()["required_scope"] == scope
+    assert scope in response.json()["detail"]
+    assert snapshot() == before
+
+
+@pytest.mark.parametrize("operation", [op for op in OPERATIONS if op[6]], ids=[op[0] for op in OPERATIONS if op[6]])
+@pytest.mark.parametrize(
+    "target", ["other tenant", "unknown", "malformed", "nul byte", "unicode", "deleted"]
+)
+def test_it_answers_404_for_objects_it_cannot_see(operation, target, alice, charlie, client_for, make_subscription):
+    theirs = make_subscription(charlie)
+    deleted = make_subscription(alice)
+    deleted.soft_delete()
+    subscription_id = {
+        "other tenant": theirs.id,
+        "unknown": "sub_DoesNotExist0000000000",
+        "malformed": "12345",
+        "nul byte": "sub_%00abc",
+        "unicode": "sub_\u202e\U0001f600",
+        "deleted": deleted.id,
+    }[target]
+    client = client_for(alice)
+    before = snapshot()
+    response = call(client, operation, subscription_id)
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found."}
+    assert snapshot() == before
+
+
+@pytest.mark.parametrize("operation", OPERATIONS, ids=[op[0] for op in OPERATIONS])
+def test_it_succeeds_with_the_right_key(operation, alice, client_for, make_subscription, django_capture_on_commit_callbacks):
+    subscription = make_subscription(alice)
+    with django_capture_on_commit_callbacks(execute=False):
+        response = call(client_for(alice, [operation[4]]), operation, subscription.id)
+    assert response.status_code == operation[5], response.content
+
+
+def test_it_never_lists_another_tenants_subscriptions(alice, charlie, client_for, make_subscription):
+    mine = make_subscription(alice)
+    make_subscription(charlie)
+    response = client_for(alice).get("/v1/webhooks/subscriptions")
+    assert [item["id"] for item in response.json()["results"]] == [mine.id]
+
+
+def test_it_creates_in_the_keys_own_tenant(alice, charlie, client_for):
+    response = client_for(charlie).post("/v1/webhooks/subscriptions", {"url": "https://hooks.example.com/c"}, format="json")
+    assert response.status_code == 201
+    assert Subscription.objects.get(pk=response.json()["id"]).tenant == charlie

@@ -1,0 +1,62 @@
+import ipaddress
+
+import pytest
+
+from webhooks.addresses import BlockedAddress, ResolutionFailed, check_addresses, is_blocked, parse_literal, resolve
+
+BLOCKED = [
+    "0.0.0.0", "0.1.2.3", "10.0.0.1", "10.255.255.255", "100.64.0.1", "100.127.255.254", "127.0.0.1", "127.255.0.9",
+    "169.254.169.254", "169.254.0.1", "172.16.0.1", "172.31.255.255", "192.0.0.8", "192.0.2.1", "192.88.99.1",
+    "192.168.0.1", "198.18.0.1", "198.19.255.255", "198.51.100.7", "203.0.113.9", "224.0.0.1", "239.255.255.250",
+    "240.0.0.1", "255.255.255.255", "::", "::1", "::ffff:127.0.0.1", "::ffff:8.8.8.8", "64:ff9b::7f00:1",
+    "64:ff9b::a9fe:a9fe", "2002:7f00:1::", "2002:c0a8:101::1", "2001:db8::1", "fc00::1", "fd12:3456::1", "fe80::1",
+    "fe80::1%eth0", "fec0::1", "ff02::1", "::127.0.0.1",
+]
+ALLOWED = ["8.8.8.8", "93.184.215.14", "1.1.1.1", "100.63.255.255", "100.128.0.1", "172.32.0.1", "2606:4700::1111",
+           "64:ff9b::808:808", "2002:808:808::1"]
+
+
+@pytest.mark.parametrize("address", BLOCKED)
+def test_it_blocks_private_and_reserved_addresses(address):
+    assert is_blocked(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("address", ALLOWED)
+def test_it_allows_public_addresses(address):
+    assert not is_blocked(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize(
+    ("literal", "meaning"),
+    [
+        ("127.1", "127.0.0.1"),
+        ("2130706433", "127.0.0.1"),
+        ("0x7f000001", "127.0.0.1"),
+        ("0177.0.0.1", "127.0.0.1"),
+        ("0x7f.0.0.1", "127.0.0.1"),
+        ("127.000.000.001", "127.0.0.1"),
+        ("[::ffff:127.0.0.1]", "::ffff:7f00:1"),
+        ("[::1]", "::1"),
+        ("10.1", "10.0.0.1"),
+        ("127.0.0.1.", "127.0.0.1"),
+    ],
+)
+def test_it_reads_every_notation_a_resolver_accepts(literal, meaning):
+    assert parse_literal(literal) == ipaddress.ip_address(meaning)
+
+
+@pytest.mark.parametrize("name", ["hooks.example.com", "localhost-not", "1.2.3.4.5", "0x", "example"])
+def test_it_treats_names_as_names(name):
+    assert parse_literal(name) is None
+
+
+def test_it_resolves_names_with_the_configured_resolver():
+    assert [str(a) for a in resolve("localhost", 443)] == ["127.0.0.1", "::1"]
+    with pytest.raises(ResolutionFailed):
+        resolve("unknown.test", 443)
+
+
+def test_it_refuses_when_any_resolved_address_is_blocked():
+    with pytest.raises(BlockedAddress, match="192.168.1.1"):
+        check_addresses("mixed.test", resolve("mixed.test", 443))
+    check_addresses("hooks.example.com", resolve("hooks.example.com", 443))
