@@ -159,6 +159,8 @@ SPECTACULAR_SETTINGS = {
         "Authenticate with `Authorization: Bearer <ASIRI_API_KEY>`; each operation names the scope it needs."
     ),
     "VERSION": "1.0.0",
+    # 3.1 is JSON Schema proper, so rules such as the metadata key length can be stated.
+    "OAS_VERSION": "3.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

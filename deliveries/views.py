@@ -37,12 +37,14 @@ class SubscriptionScopedMixin(TenantScopedViewSetMixin):
 @extend_schema_view(
     list=extend_schema(
         summary="List a subscription's deliveries",
+        operation_id="listDeliveries",
         description="The delivery log, newest first, with every attempt. Scope: `audit:read`.",
         parameters=[SUBSCRIPTION_ID],
         responses={200: DeliverySerializer(many=True), **error_responses(400, 401, 403, 404)},
     ),
     test=extend_schema(
         summary="Send a test event",
+        operation_id="sendTestEvent",
         description=(
             "Creates a `webhook.test` event for this subscription only (even when it is inactive) and "
             "hands it to a worker. Returns the new delivery. Scope: `webhooks:write`."

@@ -1,0 +1,78 @@
+"""The outbound HTTP seam against real sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+
+from deliveries import http
+from tests.support.receiver import Receiver
+
+
+@pytest.fixture
+def allow_loopback(settings):
+    settings.ASIRI_ALLOW_PRIVATE_URLS = True
+
+
+def test_it_posts_and_keeps_a_bounded_excerpt(allow_loopback):
+    with Receiver(status=200, body=b"y" * 50_000) as receiver:
+        result = http.post_webhook(receiver.url("/in?x=1"), b'{"a":1}', {"content-type": "application/json"})
+    assert result.ok and result.status_code == 200
+    assert len(result.body) == http.MAX_BODY_BYTES
+    (request,) = receiver.requests
+    assert request.path == "/in?x=1" and request.body == b'{"a":1}'
+    assert request.headers["host"] == f"127.0.0.1:{receiver.port}"
+    assert receiver.connections == 1
+
+
+def test_it_connects_to_the_name_it_resolved_keeping_the_host_header(allow_loopback):
+    with Receiver() as receiver:
+        result = http.post_webhook(f"http://localhost:{receiver.port}/h", b"{}", {})
+    assert result.ok
+    assert receiver.requests[0].headers["host"] == f"localhost:{receiver.port}"
+
+
+def test_it_never_follows_a_redirect(allow_loopback):
+    with Receiver(status=307, headers={"Location": "http://169.254.169.254/latest"}) as receiver:
+        result = http.post_webhook(receiver.url(), b"{}", {})
+    assert result.status_code == 307 and not result.ok
+    assert result.location == "http://169.254.169.254/latest"
+    assert len(receiver.requests) == 1
+
+
+def test_a_refused_connection_is_a_failed_attempt(allow_loopback):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = http.post_webhook(f"http://127.0.0.1:{port}/", b"{}", {})
+    assert result.status_code is None and "Connection" in result.error
+
+
+def test_a_hanging_endpoint_times_out(allow_loopback, settings):
+    settings.ASIRI_DELIVERY_TIMEOUT = 0.5
+    settings.ASIRI_CONNECT_TIMEOUT = 0.5
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(listener.accept()), daemon=True).start()
+    try:
+        result = http.post_webhook(f"http://127.0.0.1:{listener.getsockname()[1]}/", b"{}", {})
+    finally:
+        listener.close()
+    assert result.status_code is None and "Timed out" in result.error
+
+
+@pytest.mark.parametrize("target", ["127.0.0.1", "localhost", "127.1", "[::ffff:127.0.0.1]", "2130706433"])
+def test_it_refuses_private_targets_without_connecting(target):
+    with Receiver() as canary:
+        result = http.post_webhook(f"http://{target}:{canary.port}/", b"{}", {})
+    assert result.status_code is None and result.error.startswith("Refused:")
+    assert canary.connections == 0
+
+
+def test_an_unresolvable_name_is_a_failed_attempt():
+    result = http.post_webhook("https://nowhere.test/", b"{}", {})
+    assert result.status_code is None and "Could not resolve" in result.error

@@ -1,0 +1,74 @@
+"""The test operation end to end: API → PostgreSQL → Redis → a real Celery worker → a receiver."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+from django.conf import settings
+from standardwebhooks.webhooks import Webhook
+
+from deliveries.models import Delivery
+from tests.support.processes import celery_worker
+from tests.support.receiver import Receiver
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def empty_broker():
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+
+
+def wait_until(predicate, timeout: float):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_the_test_operation_is_delivered_signed_by_a_real_worker(api, empty_broker, settings):
+    settings.ASIRI_ALLOW_PRIVATE_URLS = True
+    settings.ASIRI_REQUIRE_HTTPS = False
+    with Receiver() as receiver, celery_worker(ASIRI_ALLOW_PRIVATE_URLS="1", ASIRI_REQUIRE_HTTPS="0"):
+        created = api.post("/v1/webhooks/subscriptions", {"url": receiver.url()}, format="json").json()
+        response = api.post(f"/v1/webhooks/subscriptions/{created['id']}/test")
+        assert response.status_code == 202
+        queued = response.json()
+        assert queued["status"] == "pending" and queued["event_type"] == "webhook.test"
+
+        (request,) = receiver.wait_for(1, timeout=20)
+        payload = Webhook(created["secret"]).verify(request.body, request.headers)
+        assert request.headers["webhook-id"] == queued["id"]
+        assert payload == {
+            "id": queued["event_id"],
+            "type": "webhook.test",
+            "timestamp": payload["timestamp"],
+            "data": payload["data"],
+        }
+        assert payload["data"]["subscription_id"] == created["id"]
+
+        delivery = wait_until(
+            lambda: Delivery.objects.filter(pk=queued["id"], status="succeeded").first(), timeout=10
+        )
+        assert delivery is not None
+    log = api.get(f"/v1/webhooks/subscriptions/{created['id']}/deliveries").json()["results"]
+    assert log[0]["status"] == "succeeded"
+    assert log[0]["attempts"][0]["response_status_code"] == 200
+    assert log[0]["response_status_code"] == 200
+    assert len(receiver.requests) == 1
+
+
+def test_a_private_target_is_refused_at_send_time_by_the_worker(api, alice, make_subscription, empty_broker):
+    # Created while private targets were allowed (or DNS answered differently), sent when they are not.
+    with Receiver() as canary, celery_worker(ASIRI_ALLOW_PRIVATE_URLS="0"):
+        subscription = make_subscription(alice, url=canary.url())
+        queued = api.post(f"/v1/webhooks/subscriptions/{subscription.id}/test").json()
+        delivery = wait_until(lambda: Delivery.objects.filter(pk=queued["id"], status="failed").first(), timeout=20)
+        assert delivery is not None
+        assert delivery.attempts.get().error.startswith("Refused:")
+    assert canary.connections == 0

@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver
+from drf_spectacular.validation import validate_schema
+from rest_framework.views import APIView
+
+CONTRACT = {
+    ("get", "/v1/webhooks/subscriptions"),
+    ("post", "/v1/webhooks/subscriptions"),
+    ("get", "/v1/webhooks/subscriptions/{id}"),
+    ("patch", "/v1/webhooks/subscriptions/{id}"),
+    ("delete", "/v1/webhooks/subscriptions/{id}"),
+    ("get", "/v1/webhooks/subscriptions/{subscription_id}/deliveries"),
+    ("post", "/v1/webhooks/subscriptions/{subscription_id}/test"),
+}
+
+
+@pytest.fixture(scope="module")
+def document(django_db_blocker) -> dict:
+    from rest_framework.test import APIClient
+
+    with django_db_blocker.unblock():
+        response = APIClient().get("/v1/openapi.json")
+    assert response.status_code == 200
+    return json.loads(response.content)
+
+
+def served_operations() -> set[tuple[str, str]]:
+    """(method, route) for every DRF view the URL conf serves under /v1/."""
+    found = set()
+
+    def walk(patterns, prefix: str) -> None:
+        for pattern in patterns:
+            if isinstance(pattern, URLResolver):
+                walk(pattern.url_patterns, prefix + str(pattern.pattern))
+            elif isinstance(pattern, URLPattern):
+                view_class = getattr(pattern.callback, "cls", None)
+                route = prefix + str(pattern.pattern)
+                if not (view_class and issubclass(view_class, APIView)) or not route.startswith("v1/"):
+                    continue
+                if route == "v1/openapi.json":
+                    continue
+                actions = getattr(pattern.callback, "actions", {})
+                for method in actions:
+                    if method != "head":  # Django answers HEAD wherever GET is served
+                        found.add((method, route))
+
+    walk(get_resolver().url_patterns, "")
+    return found
+
+
+def test_it_is_valid_openapi_3(document):
+    assert document["openapi"].startswith("3.")
+    validate_schema(document)
+
+
+def test_it_lists_exactly_the_operations_the_url_conf_serves(document):
+    documented = {(m, p) for p, ops in document["paths"].items() for m in ops}
+    assert documented == CONTRACT
+    assert len(served_operations()) == len(CONTRACT)
+
+
+def test_every_operation_names_its_scope_and_errors(document):
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            assert operation["security"] == [{"ApiKey": []}], (method, path)
+            assert "Scope: `" in operation["description"], (method, path)
+            assert {"401", "403"} <= set(operation["responses"]), (method, path)
+            if "{" in path:
+                assert "404" in operation["responses"], (method, path)
+    assert document["components"]["securitySchemes"]["ApiKey"]["scheme"] == "bearer"
+
+
+def test_the_docs_page_is_served_without_a_cdn(client):
+    response = client.get("/docs")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "swagger-ui" in html and "/static/drf_spectacular_sidecar/" in html
+    assert "cdn." not in html and "unpkg" not in html and "jsdelivr" not in html
