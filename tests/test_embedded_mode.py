@@ -1,0 +1,93 @@
+"""`make run`'s mode: web, worker and beat on SQLite and the filesystem broker, no server at all.
+
+This is the one place the suite runs on SQLite, because the embedded default is what it tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from tests.support.processes import ROOT
+from tests.support.receiver import Receiver
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def call(method: str, url: str, key: str, body: dict | None = None) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_a_test_send_arrives_through_web_worker_and_beat(tmp_path: Path):
+    port = free_port()
+    bin_dir = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "ASIRI_", "DATABASE_", "CELERY_"))}
+    env.update(PATH=f"{bin_dir}:{env['PATH']}", DJANGO_DEBUG="1", ASIRI_ALLOW_PRIVATE_URLS="1", ASIRI_REQUIRE_HTTPS="0",
+               ASIRI_DATA_DIR=str(tmp_path / "var"), HOST="127.0.0.1", PORT=str(port), PYTHONUNBUFFERED="1")
+    for command in (["migrate", "--noinput", "-v0"], ["demo_setup"]):
+        subprocess.run([sys.executable, "manage.py", *command], cwd=ROOT, env=env, check=True, capture_output=True,
+                       timeout=120)
+    key = (tmp_path / "var" / "demo-api-key.txt").read_text().strip()
+    log = open(tmp_path / "honcho.log", "w")  # noqa: SIM115 (closed below)
+    honcho = subprocess.Popen([str(bin_dir / "honcho"), "start", "web", "worker", "beat"], cwd=ROOT, env=env,
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/v1/openapi.json", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, (tmp_path / "honcho.log").read_text()[-3000:]
+                time.sleep(0.2)
+        with Receiver() as receiver:
+            created = call("POST", f"{base}/v1/webhooks/subscriptions", key, {"url": receiver.url()})
+            # Let the worker finish starting before timing one send.
+            worker_ready = time.monotonic() + 60
+            while "ready." not in (tmp_path / "honcho.log").read_text():
+                assert time.monotonic() < worker_ready, (tmp_path / "honcho.log").read_text()[-3000:]
+                time.sleep(0.2)
+            sent_at = time.monotonic()
+            queued = call("POST", f"{base}/v1/webhooks/subscriptions/{created['id']}/test", key)
+            (request,) = receiver.wait_for(1, timeout=30)
+            latency = time.monotonic() - sent_at
+        Webhook(created["secret"]).verify(request.body, request.headers)
+        assert request.headers["webhook-id"] == queued["id"]
+        print(f"embedded mode: test send received {latency * 1000:.0f} ms after the API call")
+        deadline = time.monotonic() + 10
+        while call("GET", f"{base}/v1/webhooks/subscriptions/{created['id']}/deliveries", key)["results"][0][
+            "status"
+        ] != "succeeded":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        beat_log = (tmp_path / "honcho.log").read_text()
+        assert "beat: Starting" in beat_log
+    finally:
+        os.killpg(honcho.pid, signal.SIGTERM)
+        try:
+            honcho.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(honcho.pid, signal.SIGKILL)
+        log.close()
+    assert not list(ROOT.glob("celerybeat-schedule*")), "beat must keep its schedule under the data folder"

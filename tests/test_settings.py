@@ -1,0 +1,72 @@
+"""Configuration comes from the environment, and a bad value stops the process at start."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.processes import ROOT
+
+CHECK = "import django; django.setup(); from django.conf import settings; print(settings.{})"
+
+
+def start(setting: str = "DEBUG", **env: str) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "ASIRI_"))}
+    base.update({"DJANGO_SETTINGS_MODULE": "asiri.settings", "DJANGO_SECRET_KEY": "x", **env})
+    return subprocess.run([sys.executable, "-c", CHECK.format(setting)], cwd=ROOT, env=base,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("DJANGO_DEBUG", "yes"),
+        ("ASIRI_ALLOW_PRIVATE_URLS", "2"),
+        ("ASIRI_REQUIRE_HTTPS", "on"),
+        ("ASIRI_DELIVERY_TIMEOUT", "soon"),
+        ("ASIRI_DELIVERY_TIMEOUT", "-1"),
+        ("ASIRI_RETRY_SCHEDULE", "5,ten,60"),
+        ("ASIRI_RETRY_SCHEDULE", "5,-1"),
+    ],
+)
+def test_a_bad_value_fails_at_start_naming_the_variable(variable, value):
+    result = start(**{variable: value})
+    assert result.returncode != 0
+    assert variable in result.stderr
+
+
+@pytest.mark.parametrize(("value", "expected"), [("1", "True"), ("TRUE", "True"), ("0", "False"), ("False", "False"),
+                                                  ("", "False")])
+def test_booleans_read_any_case_and_empty_means_default(value, expected):
+    result = start("ASIRI_ALLOW_PRIVATE_URLS", ASIRI_ALLOW_PRIVATE_URLS=value)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == expected
+
+
+def test_the_retry_schedule_is_read_as_seconds():
+    result = start("ASIRI_RETRY_SCHEDULE", ASIRI_RETRY_SCHEDULE="1, 2,3.5")
+    assert result.stdout.strip() == "(1.0, 2.0, 3.5)"
+
+
+def test_it_refuses_to_start_in_production_without_a_secret_key():
+    result = start(DJANGO_SECRET_KEY="", DJANGO_DEBUG="0")
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY" in result.stderr
+
+
+def test_production_defaults_are_the_safe_ones():
+    result = start("ASIRI_REQUIRE_HTTPS, settings.ASIRI_ALLOW_PRIVATE_URLS, settings.DEBUG")
+    assert result.stdout.strip() == "True False False"
+
+
+def test_each_backend_falls_back_to_the_embedded_default_on_its_own(tmp_path):
+    setting = "DATABASES['default']['ENGINE'], settings.CELERY_BROKER_URL"
+    only_broker = start(setting, ASIRI_DATA_DIR=str(tmp_path), CELERY_BROKER_URL="redis://127.0.0.1:6379/15",
+                        DATABASE_URL="")
+    assert only_broker.stdout.strip() == "django.db.backends.sqlite3 redis://127.0.0.1:6379/15"
+    only_db = start(setting, ASIRI_DATA_DIR=str(tmp_path), DATABASE_URL="postgres://postgres@127.0.0.1/x",
+                    CELERY_BROKER_URL="")
+    assert only_db.stdout.strip() == "django.db.backends.postgresql filesystem://"
