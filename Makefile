@@ -33,6 +33,7 @@ services:
 	@bash scripts/ensure-services
 
 test: install services
+	@$(BIN)/ruff check --quiet . && $(BIN)/ruff format --check --quiet .
 	@$(TEST_ENV) $(BIN)/python -m pytest
 
 lint: install

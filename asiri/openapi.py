@@ -18,7 +18,9 @@ _DETAIL = inline_serializer("Error", {"detail": serializers.CharField()})
 _SCOPE = inline_serializer("ScopeError", {"detail": serializers.CharField(), "required_scope": serializers.CharField()})
 _VALIDATION = {
     "type": "object",
-    "description": "Field or parameter name to a list of messages; `detail` or `non_field_errors` for the body as a whole.",
+    "description": (
+        "Field or parameter name to a list of messages; `detail` or `non_field_errors` for the body as a whole."
+    ),
     "additionalProperties": True,
 }
 
@@ -39,5 +41,7 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
         return {
             "type": "http",
             "scheme": "bearer",
-            "description": "An ASIRI API key: `Authorization: Bearer asiri_…`. Each operation names the scope it needs.",
+            "description": (
+                "An ASIRI API key: `Authorization: Bearer asiri_…`. Each operation names the scope it needs."
+            ),
         }

@@ -7,7 +7,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from asiri.env import env_bool, env_delays, env_float, env_int, env_list, env_str
+from asiri.env import env_bool, env_delays, env_float, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Everything the embedded default writes (SQLite file, Celery's filesystem queue, beat
@@ -21,7 +21,7 @@ if not SECRET_KEY:
         raise ImproperlyConfigured(
             "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off (set DJANGO_DEBUG=1 for local use)."
         )
-    SECRET_KEY = "insecure-local-development-key-do-not-use-in-production"
+    SECRET_KEY = "insecure-local-development-key-do-not-use-in-production"  # noqa: S105 (DEBUG only)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 
 INSTALLED_APPS = [

@@ -16,8 +16,16 @@ class AttemptInline(admin.TabularInline):
 
 @admin.register(Delivery)
 class DeliveryAdmin(admin.ModelAdmin):
-    list_display = ("id", "status", "event_type", "tenant", "subscription", "attempt_count",
-                    "response_status_code", "created_at")
+    list_display = (
+        "id",
+        "status",
+        "event_type",
+        "tenant",
+        "subscription",
+        "attempt_count",
+        "response_status_code",
+        "created_at",
+    )
     list_select_related = ("tenant", "subscription")
     list_filter = ("status",)
     search_fields = ("=id", "=event__id", "=subscription__id")

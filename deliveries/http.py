@@ -56,21 +56,37 @@ def post_webhook(url: str, body: bytes, headers: dict[str, str]) -> HttpResult:
     if parts.query:
         target += "?" + parts.query
     request_headers = {**headers, "Host": parts.netloc}
-    timeout = urllib3.Timeout(connect=settings.ASIRI_CONNECT_TIMEOUT, read=settings.ASIRI_DELIVERY_TIMEOUT,
-                              total=settings.ASIRI_DELIVERY_TIMEOUT)
+    timeout = urllib3.Timeout(
+        connect=settings.ASIRI_CONNECT_TIMEOUT,
+        read=settings.ASIRI_DELIVERY_TIMEOUT,
+        total=settings.ASIRI_DELIVERY_TIMEOUT,
+    )
     last_error = ""
     for address in addresses:
         if https:
             pool = urllib3.HTTPSConnectionPool(
-                str(address), port, timeout=timeout, retries=False, maxsize=1,
-                server_hostname=host, assert_hostname=host, cert_reqs="CERT_REQUIRED", ca_certs=certifi.where(),
+                str(address),
+                port,
+                timeout=timeout,
+                retries=False,
+                maxsize=1,
+                server_hostname=host,
+                assert_hostname=host,
+                cert_reqs="CERT_REQUIRED",
+                ca_certs=certifi.where(),
             )
         else:
             pool = urllib3.HTTPConnectionPool(str(address), port, timeout=timeout, retries=False, maxsize=1)
         try:
             response = pool.urlopen(
-                "POST", target, body=body, headers=request_headers,
-                redirect=False, retries=False, preload_content=False, assert_same_host=False,
+                "POST",
+                target,
+                body=body,
+                headers=request_headers,
+                redirect=False,
+                retries=False,
+                preload_content=False,
+                assert_same_host=False,
             )
             try:
                 excerpt = response.read(MAX_BODY_BYTES)

@@ -63,8 +63,10 @@ class DeliveryQuerySet(models.QuerySet):
 
     def claimable(self, now: datetime) -> DeliveryQuerySet:
         """Due, and not held by a worker (or held past its lease: that worker is gone)."""
-        return self.in_flight().filter(next_attempt_at__lte=now).filter(
-            Q(locked_until__isnull=True) | Q(locked_until__lte=now)
+        return (
+            self.in_flight()
+            .filter(next_attempt_at__lte=now)
+            .filter(Q(locked_until__isnull=True) | Q(locked_until__lte=now))
         )
 
 

@@ -19,7 +19,15 @@ class DeliverySerializer(serializers.ModelSerializer):
     class Meta:
         model = Delivery
         fields = (
-            "id", "event_id", "event_type", "status", "attempt_count", "attempts",
-            "response_status_code", "created_at", "last_attempt_at", "next_attempt_at",
+            "id",
+            "event_id",
+            "event_type",
+            "status",
+            "attempt_count",
+            "attempts",
+            "response_status_code",
+            "created_at",
+            "last_attempt_at",
+            "next_attempt_at",
         )
         read_only_fields = fields

@@ -6,7 +6,7 @@ import base64
 import hashlib
 import hmac
 
-SECRET_PREFIX = "whsec_"
+SECRET_PREFIX = "whsec_"  # noqa: S105 (a format marker, not a secret)
 
 
 def secret_bytes(secret: str) -> bytes:

@@ -16,7 +16,9 @@ from deliveries.services import delivery_send_test
 from webhooks.models import Subscription
 from webhooks.tenancy import TenantScopedViewSetMixin, is_well_formed_id
 
-SUBSCRIPTION_ID = OpenApiParameter("subscription_id", str, OpenApiParameter.PATH, description="A subscription id (`sub_…`).")
+SUBSCRIPTION_ID = OpenApiParameter(
+    "subscription_id", str, OpenApiParameter.PATH, description="A subscription id (`sub_…`)."
+)
 
 
 class SubscriptionScopedMixin(TenantScopedViewSetMixin):

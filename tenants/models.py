@@ -121,11 +121,7 @@ class ApiKey(models.Model):
 
     def is_usable(self, now=None) -> bool:
         now = now or timezone.now()
-        return (
-            self.revoked_at is None
-            and (self.expires_at is None or self.expires_at > now)
-            and self.tenant.is_active
-        )
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > now) and self.tenant.is_active
 
     def revoke(self) -> None:
         """Revocation is final: there is deliberately no way back."""

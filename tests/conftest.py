@@ -4,6 +4,7 @@ import os
 from collections.abc import Callable
 
 import pytest
+import redis
 from rest_framework.test import APIClient
 
 from tenants.models import ApiKey, Tenant
@@ -25,6 +26,12 @@ def _local_only(settings) -> None:
     settings.ASIRI_RESOLVER = "tests.support.resolver.local_resolve"
     settings.ASIRI_ALLOW_PRIVATE_URLS = False
     settings.ASIRI_REQUIRE_HTTPS = True
+
+
+@pytest.fixture
+def empty_broker(settings) -> None:
+    """A broker with no tasks left over from another test (make test gives the suite its own Redis db)."""
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
 
 
 @pytest.fixture

@@ -19,7 +19,15 @@ from webhooks.models import Subscription
 OPERATIONS = [
     # (name, method, path, body, scope, success status, targets an object)
     ("list", "get", "/v1/webhooks/subscriptions", None, "webhooks:read", 200, False),
-    ("create", "post", "/v1/webhooks/subscriptions", {"url": "https://hooks.example.com/new"}, "webhooks:write", 201, False),
+    (
+        "create",
+        "post",
+        "/v1/webhooks/subscriptions",
+        {"url": "https://hooks.example.com/new"},
+        "webhooks:write",
+        201,
+        False,
+    ),
     ("fetch", "get", "/v1/webhooks/subscriptions/{id}", None, "webhooks:read", 200, True),
     ("patch", "patch", "/v1/webhooks/subscriptions/{id}", {"description": "changed"}, "webhooks:write", 200, True),
     ("delete", "delete", "/v1/webhooks/subscriptions/{id}", None, "webhooks:write", 204, True),
@@ -101,9 +109,7 @@ def test_it_answers_403_naming_the_missing_scope(operation, alice, client_for, m
 
 
 @pytest.mark.parametrize("operation", [op for op in OPERATIONS if op[6]], ids=[op[0] for op in OPERATIONS if op[6]])
-@pytest.mark.parametrize(
-    "target", ["other tenant", "unknown", "malformed", "nul byte", "unicode", "deleted"]
-)
+@pytest.mark.parametrize("target", ["other tenant", "unknown", "malformed", "nul byte", "unicode", "deleted"])
 def test_it_answers_404_for_objects_it_cannot_see(operation, target, alice, charlie, client_for, make_subscription):
     theirs = make_subscription(charlie)
     deleted = make_subscription(alice)
@@ -125,7 +131,9 @@ def test_it_answers_404_for_objects_it_cannot_see(operation, target, alice, char
 
 
 @pytest.mark.parametrize("operation", OPERATIONS, ids=[op[0] for op in OPERATIONS])
-def test_it_succeeds_with_the_right_key(operation, alice, client_for, make_subscription, django_capture_on_commit_callbacks):
+def test_it_succeeds_with_the_right_key(
+    operation, alice, client_for, make_subscription, django_capture_on_commit_callbacks
+):
     subscription = make_subscription(alice)
     with django_capture_on_commit_callbacks(execute=False):
         response = call(client_for(alice, [operation[4]]), operation, subscription.id)
@@ -140,6 +148,8 @@ def test_it_never_lists_another_tenants_subscriptions(alice, charlie, client_for
 
 
 def test_it_creates_in_the_keys_own_tenant(alice, charlie, client_for):
-    response = client_for(charlie).post("/v1/webhooks/subscriptions", {"url": "https://hooks.example.com/c"}, format="json")
+    response = client_for(charlie).post(
+        "/v1/webhooks/subscriptions", {"url": "https://hooks.example.com/c"}, format="json"
+    )
     assert response.status_code == 201
     assert Subscription.objects.get(pk=response.json()["id"]).tenant == charlie

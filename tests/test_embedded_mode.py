@@ -32,8 +32,9 @@ def free_port() -> int:
 
 def call(method: str, url: str, key: str, body: dict | None = None) -> dict:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 
@@ -42,15 +43,30 @@ def test_a_test_send_arrives_through_web_worker_and_beat(tmp_path: Path):
     port = free_port()
     bin_dir = Path(sys.executable).parent
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "ASIRI_", "DATABASE_", "CELERY_"))}
-    env.update(PATH=f"{bin_dir}:{env['PATH']}", DJANGO_DEBUG="1", ASIRI_ALLOW_PRIVATE_URLS="1", ASIRI_REQUIRE_HTTPS="0",
-               ASIRI_DATA_DIR=str(tmp_path / "var"), HOST="127.0.0.1", PORT=str(port), PYTHONUNBUFFERED="1")
+    env.update(
+        PATH=f"{bin_dir}:{env['PATH']}",
+        DJANGO_DEBUG="1",
+        ASIRI_ALLOW_PRIVATE_URLS="1",
+        ASIRI_REQUIRE_HTTPS="0",
+        ASIRI_DATA_DIR=str(tmp_path / "var"),
+        HOST="127.0.0.1",
+        PORT=str(port),
+        PYTHONUNBUFFERED="1",
+    )
     for command in (["migrate", "--noinput", "-v0"], ["demo_setup"]):
-        subprocess.run([sys.executable, "manage.py", *command], cwd=ROOT, env=env, check=True, capture_output=True,
-                       timeout=120)
+        subprocess.run(
+            [sys.executable, "manage.py", *command], cwd=ROOT, env=env, check=True, capture_output=True, timeout=120
+        )
     key = (tmp_path / "var" / "demo-api-key.txt").read_text().strip()
-    log = open(tmp_path / "honcho.log", "w")  # noqa: SIM115 (closed below)
-    honcho = subprocess.Popen([str(bin_dir / "honcho"), "start", "web", "worker", "beat"], cwd=ROOT, env=env,
-                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log = open(tmp_path / "honcho.log", "w")
+    honcho = subprocess.Popen(
+        [str(bin_dir / "honcho"), "start", "web", "worker", "beat"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
@@ -76,9 +92,10 @@ def test_a_test_send_arrives_through_web_worker_and_beat(tmp_path: Path):
         assert request.headers["webhook-id"] == queued["id"]
         print(f"embedded mode: test send received {latency * 1000:.0f} ms after the API call")
         deadline = time.monotonic() + 10
-        while call("GET", f"{base}/v1/webhooks/subscriptions/{created['id']}/deliveries", key)["results"][0][
-            "status"
-        ] != "succeeded":
+        while (
+            call("GET", f"{base}/v1/webhooks/subscriptions/{created['id']}/deliveries", key)["results"][0]["status"]
+            != "succeeded"
+        ):
             assert time.monotonic() < deadline
             time.sleep(0.1)
         beat_log = (tmp_path / "honcho.log").read_text()

@@ -16,8 +16,9 @@ CHECK = "import django; django.setup(); from django.conf import settings; print(
 def start(setting: str = "DEBUG", **env: str) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "ASIRI_"))}
     base.update({"DJANGO_SETTINGS_MODULE": "asiri.settings", "DJANGO_SECRET_KEY": "x", **env})
-    return subprocess.run([sys.executable, "-c", CHECK.format(setting)], cwd=ROOT, env=base,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", CHECK.format(setting)], cwd=ROOT, env=base, capture_output=True, text=True, timeout=60
+    )
 
 
 @pytest.mark.parametrize(
@@ -38,8 +39,9 @@ def test_a_bad_value_fails_at_start_naming_the_variable(variable, value):
     assert variable in result.stderr
 
 
-@pytest.mark.parametrize(("value", "expected"), [("1", "True"), ("TRUE", "True"), ("0", "False"), ("False", "False"),
-                                                  ("", "False")])
+@pytest.mark.parametrize(
+    ("value", "expected"), [("1", "True"), ("TRUE", "True"), ("0", "False"), ("False", "False"), ("", "False")]
+)
 def test_booleans_read_any_case_and_empty_means_default(value, expected):
     result = start("ASIRI_ALLOW_PRIVATE_URLS", ASIRI_ALLOW_PRIVATE_URLS=value)
     assert result.returncode == 0, result.stderr
@@ -64,9 +66,11 @@ def test_production_defaults_are_the_safe_ones():
 
 def test_each_backend_falls_back_to_the_embedded_default_on_its_own(tmp_path):
     setting = "DATABASES['default']['ENGINE'], settings.CELERY_BROKER_URL"
-    only_broker = start(setting, ASIRI_DATA_DIR=str(tmp_path), CELERY_BROKER_URL="redis://127.0.0.1:6379/15",
-                        DATABASE_URL="")
+    only_broker = start(
+        setting, ASIRI_DATA_DIR=str(tmp_path), CELERY_BROKER_URL="redis://127.0.0.1:6379/15", DATABASE_URL=""
+    )
     assert only_broker.stdout.strip() == "django.db.backends.sqlite3 redis://127.0.0.1:6379/15"
-    only_db = start(setting, ASIRI_DATA_DIR=str(tmp_path), DATABASE_URL="postgres://postgres@127.0.0.1/x",
-                    CELERY_BROKER_URL="")
+    only_db = start(
+        setting, ASIRI_DATA_DIR=str(tmp_path), DATABASE_URL="postgres://postgres@127.0.0.1/x", CELERY_BROKER_URL=""
+    )
     assert only_db.stdout.strip() == "django.db.backends.postgresql filesystem://"

@@ -12,6 +12,17 @@ class SubscriptionAdmin(admin.ModelAdmin):
     raw_id_fields = ("tenant",)
     show_full_result_count = False
     # The signing secret is deliberately absent: support staff rotate it, never read it.
-    fields = ("id", "tenant", "url", "events", "description", "active", "disabled_reason", "metadata",
-              "created_at", "updated_at", "deleted_at")
+    fields = (
+        "id",
+        "tenant",
+        "url",
+        "events",
+        "description",
+        "active",
+        "disabled_reason",
+        "metadata",
+        "created_at",
+        "updated_at",
+        "deleted_at",
+    )
     readonly_fields = ("id", "created_at", "updated_at", "deleted_at")

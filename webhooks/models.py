@@ -41,7 +41,8 @@ class Subscription(models.Model):
     active = models.BooleanField(default=True)
     metadata = models.JSONField(default=dict, blank=True)
     secret = models.CharField(max_length=100, default=new_signing_secret, editable=False)
-    disabled_reason = models.TextField(null=True, blank=True)
+    # null, not "", is the API's "not disabled by the system"
+    disabled_reason = models.TextField(null=True, blank=True)  # noqa: DJ001
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
     deleted_at = models.DateTimeField(null=True, blank=True, editable=False)

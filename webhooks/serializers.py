@@ -51,8 +51,10 @@ class WebhookUrlField(StrictCharField):
 )
 class MetadataField(serializers.DictField):
     def __init__(self, **kwargs) -> None:
-        super().__init__(child=serializers.CharField(max_length=MAX_METADATA_VALUE, allow_blank=True,
-                                                      trim_whitespace=False), **kwargs)
+        super().__init__(
+            child=serializers.CharField(max_length=MAX_METADATA_VALUE, allow_blank=True, trim_whitespace=False),
+            **kwargs,
+        )
 
     def to_internal_value(self, data) -> dict[str, str]:
         if not isinstance(data, dict):
@@ -100,8 +102,15 @@ class SubscriptionSerializer(serializers.ModelSerializer):
     class Meta:
         model = Subscription
         fields = (
-            "id", "url", "events", "description", "active", "metadata",
-            "created_at", "updated_at", "disabled_reason",
+            "id",
+            "url",
+            "events",
+            "description",
+            "active",
+            "metadata",
+            "created_at",
+            "updated_at",
+            "disabled_reason",
         )
         read_only_fields = fields
 

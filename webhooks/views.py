@@ -11,27 +11,46 @@ from webhooks.serializers import SubscriptionCreatedSerializer, SubscriptionSeri
 from webhooks.services import subscription_create, subscription_delete, subscription_update
 from webhooks.tenancy import TenantScopedViewSetMixin
 
-
 SUBSCRIPTION_ID = OpenApiParameter("id", str, OpenApiParameter.PATH, description="A subscription id (`sub_…`).")
 
 
 @extend_schema_view(
-    list=extend_schema(summary="List subscriptions", operation_id="listSubscriptions", description="Newest first. Scope: `webhooks:read`.",
-                       responses={200: SubscriptionSerializer(many=True), **error_responses(401, 403, 400)}),
-    retrieve=extend_schema(summary="Fetch a subscription", operation_id="getSubscription", parameters=[SUBSCRIPTION_ID], description="Scope: `webhooks:read`.",
-                           responses={200: SubscriptionSerializer, **error_responses(401, 403, 404)}),
-    create=extend_schema(summary="Create a subscription", operation_id="createSubscription",
-                         description="Scope: `webhooks:write`. The response is the only one that shows `secret`.",
-                         request=SubscriptionWriteSerializer,
-                         responses={201: SubscriptionCreatedSerializer, **error_responses(400, 401, 403, 413)}),
-    partial_update=extend_schema(summary="Update a subscription", operation_id="updateSubscription", parameters=[SUBSCRIPTION_ID],
-                                 description="Scope: `webhooks:write`. Send only the fields to change; a rejected "
-                                             "update changes nothing. `active: true` clears `disabled_reason`.",
-                                 request=SubscriptionWriteSerializer(partial=True),
-                                 responses={200: SubscriptionSerializer, **error_responses(400, 401, 403, 404, 413)}),
-    destroy=extend_schema(summary="Delete a subscription", operation_id="deleteSubscription", parameters=[SUBSCRIPTION_ID],
-                          description="Scope: `webhooks:write`. It stops receiving at once and answers 404 from then on.",
-                          responses={204: OpenApiResponse(description="Deleted."), **error_responses(401, 403, 404)}),
+    list=extend_schema(
+        summary="List subscriptions",
+        operation_id="listSubscriptions",
+        description="Newest first. Scope: `webhooks:read`.",
+        responses={200: SubscriptionSerializer(many=True), **error_responses(401, 403, 400)},
+    ),
+    retrieve=extend_schema(
+        summary="Fetch a subscription",
+        operation_id="getSubscription",
+        parameters=[SUBSCRIPTION_ID],
+        description="Scope: `webhooks:read`.",
+        responses={200: SubscriptionSerializer, **error_responses(401, 403, 404)},
+    ),
+    create=extend_schema(
+        summary="Create a subscription",
+        operation_id="createSubscription",
+        description="Scope: `webhooks:write`. The response is the only one that shows `secret`.",
+        request=SubscriptionWriteSerializer,
+        responses={201: SubscriptionCreatedSerializer, **error_responses(400, 401, 403, 413)},
+    ),
+    partial_update=extend_schema(
+        summary="Update a subscription",
+        operation_id="updateSubscription",
+        parameters=[SUBSCRIPTION_ID],
+        description="Scope: `webhooks:write`. Send only the fields to change; a rejected "
+        "update changes nothing. `active: true` clears `disabled_reason`.",
+        request=SubscriptionWriteSerializer(partial=True),
+        responses={200: SubscriptionSerializer, **error_responses(400, 401, 403, 404, 413)},
+    ),
+    destroy=extend_schema(
+        summary="Delete a subscription",
+        operation_id="deleteSubscription",
+        parameters=[SUBSCRIPTION_ID],
+        description="Scope: `webhooks:write`. It stops receiving at once and answers 404 from then on.",
+        responses={204: OpenApiResponse(description="Deleted."), **error_responses(401, 403, 404)},
+    ),
 )
 class SubscriptionViewSet(
     TenantScopedViewSetMixin,
@@ -67,4 +86,3 @@ class SubscriptionViewSet(
 
     def perform_destroy(self, instance: Subscription) -> None:
         subscription_delete(subscription=instance)
-

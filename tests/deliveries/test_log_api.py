@@ -22,8 +22,13 @@ def add_deliveries(subscription, count: int, *, start=None, event_type="invoice.
         event = Event.objects.create(tenant=subscription.tenant, type=event_type, data={"n": i}, created_at=created)
         rows.append(
             Delivery.objects.create(
-                tenant=subscription.tenant, event=event, subscription=subscription, event_type=event_type,
-                created_at=created, next_attempt_at=created, **fields,
+                tenant=subscription.tenant,
+                event=event,
+                subscription=subscription,
+                event_type=event_type,
+                created_at=created,
+                next_attempt_at=created,
+                **fields,
             )
         )
     return rows
@@ -52,8 +57,13 @@ def test_it_shows_each_delivery_with_its_attempts(api, alice, make_subscription)
         "status": "failed",
         "attempt_count": 1,
         "attempts": [
-            {"number": 1, "started_at": item["attempts"][0]["started_at"], "response_status_code": 500,
-             "duration_ms": 12, "error": "HTTP 500"}
+            {
+                "number": 1,
+                "started_at": item["attempts"][0]["started_at"],
+                "response_status_code": 500,
+                "duration_ms": 12,
+                "error": "HTTP 500",
+            }
         ],
         "response_status_code": 500,
         "created_at": item["created_at"],
@@ -145,12 +155,15 @@ def test_it_filters_by_status_type_and_time(api, alice, make_subscription):
     sub = make_subscription(alice)
     start = timezone.now() - timedelta(hours=2)
     paid = add_deliveries(sub, 3, start=start, status=DeliveryStatus.SUCCEEDED)
-    failed = add_deliveries(sub, 2, start=start + timedelta(hours=1), event_type="invoice.failed",
-                            status=DeliveryStatus.FAILED)
+    failed = add_deliveries(
+        sub, 2, start=start + timedelta(hours=1), event_type="invoice.failed", status=DeliveryStatus.FAILED
+    )
+
     def ids(**params):
         response = api.get(log_url(sub), params)
         assert response.status_code == 200, response.content
         return {i["id"] for i in response.json()["results"]}
+
     assert ids(status="failed") == {d.id for d in failed}
     assert ids(event_type="invoice.paid") == {d.id for d in paid}
     assert ids(created_after=(start + timedelta(minutes=30)).isoformat()) == {d.id for d in failed}
@@ -159,8 +172,15 @@ def test_it_filters_by_status_type_and_time(api, alice, make_subscription):
 
 
 @pytest.mark.parametrize(
-    "query", ["status=lost", "status=%00", "created_after=yesterday", "created_before=2026-13-45",
-              "event_type=%00", "created_after=%00"]
+    "query",
+    [
+        "status=lost",
+        "status=%00",
+        "created_after=yesterday",
+        "created_before=2026-13-45",
+        "event_type=%00",
+        "created_after=%00",
+    ],
 )
 def test_it_rejects_bad_filters_by_name(api, alice, make_subscription, query):
     sub = make_subscription(alice)

@@ -44,7 +44,11 @@ def test_it_signs_with_standard_webhooks_and_records_success(post_webhook, test_
     assert "ASIRI" in headers["user-agent"]
     assert body == json.dumps(payload, separators=(",", ":")).encode()
     test_delivery.refresh_from_db()
-    assert (test_delivery.status, test_delivery.attempt_count, test_delivery.response_status_code) == ("succeeded", 1, 200)
+    assert (test_delivery.status, test_delivery.attempt_count, test_delivery.response_status_code) == (
+        "succeeded",
+        1,
+        200,
+    )
     assert test_delivery.next_attempt_at is None and test_delivery.locked_until is None
     attempt = Attempt.objects.get(delivery=test_delivery)
     assert (attempt.number, attempt.response_status_code, attempt.duration_ms, attempt.error) == (1, 200, 7, "")
@@ -55,11 +59,15 @@ def test_it_signs_with_standard_webhooks_and_records_success(post_webhook, test_
     ("result", "error"),
     [
         (http.HttpResult(500, 3, body="boom"), "HTTP 500"),
-        (http.HttpResult(302, 3, location="http://169.254.169.254/"),
-         "HTTP 302: redirect not followed (Location: http://169.254.169.254/)"),
+        (
+            http.HttpResult(302, 3, location="http://169.254.169.254/"),
+            "HTTP 302: redirect not followed (Location: http://169.254.169.254/)",
+        ),
         (http.HttpResult(None, 15000, error="Timed out after 15 s."), "Timed out after 15 s."),
-        (http.HttpResult(None, 0, error="Refused: 127.0.0.1 is a private, loopback or reserved address."),
-         "Refused: 127.0.0.1 is a private, loopback or reserved address."),
+        (
+            http.HttpResult(None, 0, error="Refused: 127.0.0.1 is a private, loopback or reserved address."),
+            "Refused: 127.0.0.1 is a private, loopback or reserved address.",
+        ),
     ],
 )
 def test_it_records_a_failed_attempt_with_its_reason(post_webhook, test_delivery, result, error):
@@ -84,8 +92,9 @@ def test_an_unknown_delivery_is_skipped(post_webhook, db):
     post_webhook.assert_not_called()
 
 
-def test_it_still_tests_an_inactive_subscription(post_webhook, alice, make_subscription,
-                                                 django_capture_on_commit_callbacks):
+def test_it_still_tests_an_inactive_subscription(
+    post_webhook, alice, make_subscription, django_capture_on_commit_callbacks
+):
     subscription = make_subscription(alice, active=False)
     with django_capture_on_commit_callbacks(execute=False):
         delivery = delivery_send_test(subscription=subscription)

@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
-import redis
-from django.conf import settings
 from standardwebhooks.webhooks import Webhook
 
 from deliveries.models import Delivery
-from tests.support.processes import celery_worker
+from tests.support.processes import celery_worker, wait_until
 from tests.support.receiver import Receiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def empty_broker():
-    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
-
-
-def wait_until(predicate, timeout: float):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    return predicate()
 
 
 def test_the_test_operation_is_delivered_signed_by_a_real_worker(api, empty_broker, settings):
@@ -52,9 +33,7 @@ def test_the_test_operation_is_delivered_signed_by_a_real_worker(api, empty_brok
         }
         assert payload["data"]["subscription_id"] == created["id"]
 
-        delivery = wait_until(
-            lambda: Delivery.objects.filter(pk=queued["id"], status="succeeded").first(), timeout=10
-        )
+        delivery = wait_until(lambda: Delivery.objects.filter(pk=queued["id"], status="succeeded").first(), timeout=10)
         assert delivery is not None
     log = api.get(f"/v1/webhooks/subscriptions/{created['id']}/deliveries").json()["results"]
     assert log[0]["status"] == "succeeded"

@@ -21,7 +21,9 @@ def service_env(**extra: str) -> dict[str, str]:
     db = connection.settings_dict
     env = {
         **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        "DATABASE_URL": (
+            f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+        ),
         "ASIRI_RESOLVER": "tests.support.resolver.local_resolve",
         "PYTHONPATH": str(ROOT),
         "PYTHONUNBUFFERED": "1",
@@ -33,10 +35,29 @@ def service_env(**extra: str) -> dict[str, str]:
 @contextmanager
 def celery_worker(*, ready_timeout: float = 30.0, **extra_env: str) -> Iterator[subprocess.Popen]:
     """Start `celery worker` as the Procfile does and wait until it consumes."""
-    command = [sys.executable, "-m", "celery", "-A", "asiri", "worker", "--loglevel", "INFO",
-               "--concurrency", "2", "--without-mingle", "--without-gossip"]
-    process = subprocess.Popen(command, cwd=ROOT, env=service_env(**extra_env), stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "asiri",
+        "worker",
+        "--loglevel",
+        "INFO",
+        "--concurrency",
+        "2",
+        "--without-mingle",
+        "--without-gossip",
+    ]
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=service_env(**extra_env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     lines: list[str] = []
     ready = threading.Event()
 
@@ -63,3 +84,14 @@ def celery_worker(*, ready_timeout: float = 30.0, **extra_env: str) -> Iterator[
             os.killpg(process.pid, 9)
             process.wait()
         process.output = "".join(lines)  # type: ignore[attr-defined]
+
+
+def wait_until(predicate, timeout: float):
+    """Poll until predicate() is truthy or the timeout passes; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    return predicate()

@@ -82,8 +82,14 @@ def test_a_key_stops_working_when_its_tenant_is_deactivated(alice, make_key):
 
 @pytest.mark.parametrize(
     "header",
-    ["Bearer", "Bearer  ", "bearer asiri_", "Bearer asiri_AAAAAAAAAAAA_" + "é" * 40, "Bearer \x00",
-     "Bearer asiri_AAAAAAAAAAAA_" + "B" * 40 + " extra"],
+    [
+        "Bearer",
+        "Bearer  ",
+        "bearer asiri_",
+        "Bearer asiri_AAAAAAAAAAAA_" + "é" * 40,
+        "Bearer \x00",
+        "Bearer asiri_AAAAAAAAAAAA_" + "B" * 40 + " extra",
+    ],
 )
 def test_odd_headers_are_a_401_not_a_500(alice, header):
     client = APIClient()

@@ -33,7 +33,9 @@ def test_create_tenant_refuses_a_bad_slug(db):
 
 
 def test_create_api_key_prints_the_key_alone_on_the_last_line(alice):
-    output = run("create_api_key", "alice", "--scopes", "webhooks:read,audit:read", "--name", "ci", "--expires-in", "30")
+    output = run(
+        "create_api_key", "alice", "--scopes", "webhooks:read,audit:read", "--name", "ci", "--expires-in", "30"
+    )
     key = output.strip().splitlines()[-1]
     assert key.startswith("asiri_") and " " not in key
     api_key = ApiKey.objects.find(key)
@@ -84,7 +86,13 @@ def test_commands_exit_1_on_errors(alice):
 
     from tests.support.processes import ROOT, service_env
 
-    result = subprocess.run([sys.executable, "manage.py", "create_api_key", "nobody", "--scopes", "webhooks:read"],
-                            cwd=ROOT, env=service_env(), capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "create_api_key", "nobody", "--scopes", "webhooks:read"],
+        cwd=ROOT,
+        env=service_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
     assert "Unknown tenant" in result.stderr

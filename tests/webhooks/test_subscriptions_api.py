@@ -8,7 +8,17 @@ from webhooks.models import Subscription
 
 URL = "/v1/webhooks/subscriptions"
 PUBLIC = "fields returned by every read"
-READ_FIELDS = {"id", "url", "events", "description", "active", "metadata", "created_at", "updated_at", "disabled_reason"}
+READ_FIELDS = {
+    "id",
+    "url",
+    "events",
+    "description",
+    "active",
+    "metadata",
+    "created_at",
+    "updated_at",
+    "disabled_reason",
+}
 
 
 def create(api, **body):
@@ -50,7 +60,10 @@ def test_it_stores_everything_it_was_given(api):
     response = create(api, events=["user.created"], description="CRM sync", active=False, metadata={"team": "crm"})
     body = response.json()
     assert (body["events"], body["description"], body["active"], body["metadata"]) == (
-        ["user.created"], "CRM sync", False, {"team": "crm"}
+        ["user.created"],
+        "CRM sync",
+        False,
+        {"team": "crm"},
     )
 
 
@@ -105,8 +118,9 @@ def test_delete_hides_it_everywhere_but_keeps_the_history(api, django_capture_on
         api.post(f"{URL}/{sub['id']}/test")
     assert api.delete(f"{URL}/{sub['id']}").status_code == 204
     for method, path in [("get", ""), ("patch", ""), ("delete", ""), ("get", "/deliveries"), ("post", "/test")]:
-        response = getattr(api, method)(f"{URL}/{sub['id']}{path}", {"active": True} if method == "patch" else None,
-                                        format="json")
+        response = getattr(api, method)(
+            f"{URL}/{sub['id']}{path}", {"active": True} if method == "patch" else None, format="json"
+        )
         assert response.status_code == 404, (method, path)
     assert api.get(URL).json()["results"] == []
     row = Subscription.objects.get(pk=sub["id"])
@@ -217,12 +231,33 @@ def test_it_answers_413_to_a_body_over_a_megabyte(api):
 
 
 BLOCKED_TARGETS = [
-    "https://127.0.0.1/", "https://127.1/", "https://2130706433/", "https://0x7f000001/", "https://0177.0.0.1/",
-    "https://[::1]/", "https://[::ffff:127.0.0.1]/", "https://[::]/", "https://0.0.0.0/", "https://localhost/",
-    "https://LOCALHOST./", "https://app.localhost/", "https://10.0.0.1/", "https://172.16.5.4/", "https://192.168.1.1/",
-    "https://169.254.169.254/latest/meta-data/", "https://100.64.0.1/", "https://224.0.0.1/", "https://[fe80::1]/",
-    "https://[fc00::1]/", "https://[fd00::1]:8443/", "https://metadata.internal.test/", "https://intranet.test/",
-    "https://mixed.test/", "https://[64:ff9b::7f00:1]/", "https://[2002:7f00:1::]/", "https://198.18.0.1/",
+    "https://127.0.0.1/",
+    "https://127.1/",
+    "https://2130706433/",
+    "https://0x7f000001/",
+    "https://0177.0.0.1/",
+    "https://[::1]/",
+    "https://[::ffff:127.0.0.1]/",
+    "https://[::]/",
+    "https://0.0.0.0/",
+    "https://localhost/",
+    "https://LOCALHOST./",
+    "https://app.localhost/",
+    "https://10.0.0.1/",
+    "https://172.16.5.4/",
+    "https://192.168.1.1/",
+    "https://169.254.169.254/latest/meta-data/",
+    "https://100.64.0.1/",
+    "https://224.0.0.1/",
+    "https://[fe80::1]/",
+    "https://[fc00::1]/",
+    "https://[fd00::1]:8443/",
+    "https://metadata.internal.test/",
+    "https://intranet.test/",
+    "https://mixed.test/",
+    "https://[64:ff9b::7f00:1]/",
+    "https://[2002:7f00:1::]/",
+    "https://198.18.0.1/",
 ]
 
 
@@ -233,8 +268,16 @@ def test_it_refuses_private_targets(api, url):
     assert "private" in response.json()["url"][0]
 
 
-@pytest.mark.parametrize("url", ["https://hooks.example.com/x", "https://93.184.215.14/x", "https://[2606:4700::1111]/x",
-                                 "https://api.example.org:8443/x?a=1", "https://not-yet-in-dns.test/x"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://hooks.example.com/x",
+        "https://93.184.215.14/x",
+        "https://[2606:4700::1111]/x",
+        "https://api.example.org:8443/x?a=1",
+        "https://not-yet-in-dns.test/x",
+    ],
+)
 def test_it_accepts_public_targets(api, url):
     assert create(api, url=url).status_code == 201
 

@@ -29,5 +29,7 @@ class Command(BaseCommand):
             api_key, plain = ApiKey.issue(tenant=tenant, scopes=scope_list, name=name, expires_at=expires_at)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        self.stderr.write(f"Created key {api_key.visible_part} for {tenant.slug} with scopes {', '.join(api_key.scopes)}.")
+        self.stderr.write(
+            f"Created key {api_key.visible_part} for {tenant.slug} with scopes {', '.join(api_key.scopes)}."
+        )
         self.stdout.write(plain)
