@@ -8,6 +8,10 @@ def _is_api(request: HttpRequest) -> bool:
     return request.path.startswith("/v1/")
 
 
+def api_not_found(request: HttpRequest) -> HttpResponse:
+    return JsonResponse({"detail": "Not found."}, status=404)
+
+
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     if _is_api(request):
         return JsonResponse({"detail": "Not found."}, status=404)

@@ -1,8 +1,9 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
+from asiri.errors import api_not_found
 from deliveries.views import SubscriptionDeliveryViewSet
 from webhooks.views import SubscriptionViewSet
 
@@ -18,6 +19,7 @@ urlpatterns = [
     path("v1/", include(router.urls)),
     path("v1/webhooks/subscriptions/<str:subscription_id>/", include(subscription_children)),
     path("v1/openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
+    re_path(r"^v1/", api_not_found),  # JSON, not Django's HTML page, for any other path under /v1/
     path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),
     path("admin/", admin.site.urls),
 ]

@@ -14,8 +14,8 @@ class HasRequiredScope(permissions.BasePermission):
     def has_permission(self, request, view) -> bool:
         if request.auth is None:
             raise exceptions.NotAuthenticated("Authentication credentials were not provided.")
-        if getattr(view, "action", "") is None:
-            return True  # a method the view does not route: its handler answers 405
+        if getattr(view, "action", "") is None or request.method.lower() not in view.http_method_names:
+            return True  # a method the view does not serve: its handler answers 405
         scope = required_scope(view)
         if scope not in request.auth.scopes:
             raise exceptions.PermissionDenied(

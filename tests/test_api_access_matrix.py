@@ -153,3 +153,27 @@ def test_it_creates_in_the_keys_own_tenant(alice, charlie, client_for):
     )
     assert response.status_code == 201
     assert Subscription.objects.get(pk=response.json()["id"]).tenant == charlie
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("options", "/v1/webhooks/subscriptions"),
+        ("put", "/v1/webhooks/subscriptions"),
+        ("put", "/v1/webhooks/subscriptions/sub_x"),
+        ("get", "/v1/webhooks/subscriptions/sub_x/test"),
+        ("delete", "/v1/webhooks/subscriptions/sub_x/deliveries"),
+    ],
+)
+def test_methods_an_operation_does_not_serve_are_a_405(api, method, path):
+    response = getattr(api, method)(path)
+    assert response.status_code == 405
+    assert "detail" in response.json()
+
+
+@pytest.mark.parametrize("path", ["/v1/nothing", "/v1/webhooks/subscriptions/", "/v1/webhooks/subscriptions/a/b/c"])
+def test_unknown_api_paths_are_a_json_404(api, path, settings):
+    settings.DEBUG = True  # even where Django would show its HTML debug page
+    response = api.get(path)
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found."}
