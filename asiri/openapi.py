@@ -11,6 +11,7 @@ _DESCRIPTIONS = {
     401: "Missing, malformed, unknown, revoked or expired API key (`WWW-Authenticate: Bearer`).",
     403: "The API key lacks the scope this operation needs; `required_scope` names it.",
     404: "No such object for this tenant.",
+    409: "The object is not in a state that allows this.",
     413: "Request body too large.",
 }
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from asiri.env import env_bool, env_delays, env_float, env_list, env_str
+from asiri.env import env_bool, env_delays, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Everything the embedded default writes (SQLite file, Celery's filesystem queue, beat
@@ -126,8 +126,19 @@ ASIRI_RETRY_SCHEDULE = env_delays("ASIRI_RETRY_SCHEDULE", (5, 300, 1800, 7200, 1
 ASIRI_DELIVERY_TIMEOUT = env_float("ASIRI_DELIVERY_TIMEOUT", 15.0)
 ASIRI_CONNECT_TIMEOUT = min(5.0, ASIRI_DELIVERY_TIMEOUT)
 # How long a worker owns a delivery it claimed; past it, the dispatcher hands it to another.
-ASIRI_DELIVERY_LEASE = env_float("ASIRI_DELIVERY_LEASE", max(60.0, ASIRI_DELIVERY_TIMEOUT * 4))
-ASIRI_DISPATCH_INTERVAL = env_float("ASIRI_DISPATCH_INTERVAL", 10.0)
+ASIRI_DELIVERY_LEASE = env_float("ASIRI_DELIVERY_LEASE", max(120.0, ASIRI_DELIVERY_TIMEOUT * 8))
+ASIRI_DISPATCH_INTERVAL = env_float("ASIRI_DISPATCH_INTERVAL", 1.0)
+# Sends one worker process keeps in flight, and at most this many to one endpoint, so a slow
+# endpoint can hold only a bounded share of them.
+ASIRI_SEND_CONCURRENCY = env_int("ASIRI_SEND_CONCURRENCY", 100)
+ASIRI_SEND_CONCURRENCY_PER_ENDPOINT = env_int("ASIRI_SEND_CONCURRENCY_PER_ENDPOINT", 20)
+# A worker task keeps claiming due deliveries for this long before handing over.
+ASIRI_PUMP_SECONDS = env_float("ASIRI_PUMP_SECONDS", 20.0)
+ASIRI_DISABLE_AFTER_HOURS = env_float("ASIRI_DISABLE_AFTER_HOURS", 120.0)
+ASIRI_RETENTION_DAYS = env_int("ASIRI_RETENTION_DAYS", 30)
+ASIRI_SECRET_ROTATION_OVERLAP_HOURS = 24
+ASIRI_IDEMPOTENCY_HOURS = 24
+ASIRI_MAX_EVENT_BYTES = 256 * 1024
 # Resolves a host name for the address guard; swappable so tests never ask a real DNS server.
 ASIRI_RESOLVER = env_str("ASIRI_RESOLVER", "webhooks.addresses.system_resolve")
 ASIRI_USER_AGENT = "ASIRI-Webhooks/1.0"
@@ -135,9 +146,14 @@ ASIRI_MAX_REQUEST_BYTES = 1_000_000
 
 CELERY_BEAT_SCHEDULE = {
     "dispatch-due-deliveries": {
-        "task": "deliveries.tasks.dispatch_due_deliveries",
+        "task": "deliveries.tasks.dispatch",
         "schedule": ASIRI_DISPATCH_INTERVAL,
-        "options": {"expires": ASIRI_DISPATCH_INTERVAL},
+        "options": {"expires": max(ASIRI_DISPATCH_INTERVAL, 5.0)},
+    },
+    "purge-expired-history": {
+        "task": "deliveries.tasks.purge_expired",
+        "schedule": 3600.0,
+        "options": {"expires": 3600.0},
     },
 }
 

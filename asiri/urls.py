@@ -4,7 +4,7 @@ from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
 from asiri.errors import api_not_found
-from deliveries.views import SubscriptionDeliveryViewSet
+from deliveries.views import EventPublishView, SubscriptionDeliveryViewSet
 from webhooks.views import SubscriptionViewSet
 
 router = SimpleRouter(trailing_slash=False)
@@ -12,12 +12,19 @@ router.register("webhooks/subscriptions", SubscriptionViewSet, basename="subscri
 
 subscription_children = [
     path("deliveries", SubscriptionDeliveryViewSet.as_view({"get": "list"}), name="subscription-deliveries"),
+    path("deliveries/<str:delivery_id>", SubscriptionDeliveryViewSet.as_view({"get": "retrieve"}), name="delivery"),
+    path(
+        "deliveries/<str:delivery_id>/redeliver",
+        SubscriptionDeliveryViewSet.as_view({"post": "redeliver"}),
+        name="delivery-redeliver",
+    ),
     path("test", SubscriptionDeliveryViewSet.as_view({"post": "test"}), name="subscription-test"),
 ]
 
 urlpatterns = [
     path("v1/", include(router.urls)),
     path("v1/webhooks/subscriptions/<str:subscription_id>/", include(subscription_children)),
+    path("v1/events", EventPublishView.as_view(), name="events"),
     path("v1/openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
     re_path(r"^v1/", api_not_found),  # JSON, not Django's HTML page, for any other path under /v1/
     path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),

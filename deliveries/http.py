@@ -1,22 +1,37 @@
 """The one place that makes outbound webhook requests.
 
-It resolves the host once, refuses if any address is blocked, and connects to the
-address it checked while keeping the name for the Host header and TLS (SNI and
-certificate check), so there is no second lookup for DNS rebinding to exploit.
-Redirects are never followed, and no more than MAX_BODY_BYTES of a response is read.
+Sending is I/O, so it runs on an asyncio loop (aiohttp) in a thread of each worker process,
+many requests in flight at once, while the calling thread keeps the database work. One
+blocking `requests` session measured 623 signed requests/s here, aiohttp with 50 in flight
+3,183/s (docs/architecture.md has the figures).
+
+The address guard lives in the resolver aiohttp calls for every new connection: it resolves
+the host once, refuses if ANY address is blocked, and hands aiohttp exactly the addresses it
+checked, so the connection goes to a checked address while the name is kept for the Host
+header and TLS. There is no second lookup for DNS rebinding to exploit. Redirects are never
+followed, and no more than MAX_BODY_BYTES of a response is read.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import os
+import socket
+import ssl
+import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
+import aiohttp
 import certifi
-import urllib3
+from aiohttp.abc import AbstractResolver, ResolveResult
 from django.conf import settings
 
-from webhooks.addresses import BlockedAddress, ResolutionFailed, check_addresses, resolve
+from webhooks.addresses import BlockedAddress, ResolutionFailed, check_addresses, parse_literal, resolve
 
 MAX_BODY_BYTES = 20_000
 MAX_LOCATION_CHARS = 500
@@ -29,95 +44,144 @@ class HttpResult:
     body: str = ""
     error: str = ""
     location: str = ""
+    retry_after: float | None = None
 
     @property
     def ok(self) -> bool:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-def post_webhook(url: str, body: bytes, headers: dict[str, str]) -> HttpResult:
-    started = time.monotonic()
+class GuardedResolver(AbstractResolver):
+    """Resolves through webhooks.addresses and refuses blocked targets before any connect."""
 
-    def elapsed() -> int:
-        return int((time.monotonic() - started) * 1000)
-
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    https = parts.scheme.lower() == "https"
-    port = parts.port or (443 if https else 80)
-    try:
-        addresses = resolve(host, port)
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        addresses = await asyncio.get_running_loop().run_in_executor(None, resolve, host, port)
         if not settings.ASIRI_ALLOW_PRIVATE_URLS:
             check_addresses(host, addresses)
-    except (BlockedAddress, ResolutionFailed) as exc:
-        return HttpResult(None, elapsed(), error=f"Refused: {exc}" if isinstance(exc, BlockedAddress) else str(exc))
+        return [
+            ResolveResult(
+                hostname=host,
+                host=str(address),
+                port=port,
+                family=socket.AF_INET6 if address.version == 6 else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+            for address in addresses
+        ]
 
-    target = parts.path or "/"
-    if parts.query:
-        target += "?" + parts.query
-    request_headers = {**headers, "Host": parts.netloc}
-    timeout = urllib3.Timeout(
-        connect=settings.ASIRI_CONNECT_TIMEOUT,
-        read=settings.ASIRI_DELIVERY_TIMEOUT,
-        total=settings.ASIRI_DELIVERY_TIMEOUT,
-    )
-    last_error = ""
-    for address in addresses:
-        if https:
-            pool = urllib3.HTTPSConnectionPool(
-                str(address),
-                port,
-                timeout=timeout,
-                retries=False,
-                maxsize=1,
-                server_hostname=host,
-                assert_hostname=host,
-                cert_reqs="CERT_REQUIRED",
-                ca_certs=certifi.where(),
-            )
-        else:
-            pool = urllib3.HTTPConnectionPool(str(address), port, timeout=timeout, retries=False, maxsize=1)
-        try:
-            response = pool.urlopen(
-                "POST",
-                target,
-                body=body,
-                headers=request_headers,
-                redirect=False,
-                retries=False,
-                preload_content=False,
-                assert_same_host=False,
-            )
-            try:
-                excerpt = response.read(MAX_BODY_BYTES)
-            finally:
-                response.release_conn()
+    async def close(self) -> None:
+        pass
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - (now or datetime.now(UTC))).total_seconds())
+
+
+async def _read_excerpt(response: aiohttp.ClientResponse) -> bytes:
+    chunks, size = [], 0
+    while size < MAX_BODY_BYTES:
+        chunk = await response.content.read(MAX_BODY_BYTES - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+async def post_webhook(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str]) -> HttpResult:
+    """POST one signed webhook and describe what happened; never raises for the endpoint's faults."""
+    started = time.monotonic()
+
+    def failed(error: str) -> HttpResult:
+        return HttpResult(None, int((time.monotonic() - started) * 1000), error=error)
+
+    timeout = aiohttp.ClientTimeout(total=settings.ASIRI_DELIVERY_TIMEOUT, connect=settings.ASIRI_CONNECT_TIMEOUT)
+    try:
+        # aiohttp connects to an address literal without asking the resolver, so literals are
+        # checked here; names are checked by GuardedResolver on every new connection.
+        host = urlsplit(url).hostname or ""
+        literal = parse_literal(host)
+        if literal is not None and not settings.ASIRI_ALLOW_PRIVATE_URLS:
+            check_addresses(host, [literal])
+        async with session.post(url, data=body, headers=headers, allow_redirects=False, timeout=timeout) as response:
+            excerpt = await _read_excerpt(response)
             return HttpResult(
                 response.status,
-                elapsed(),
+                int((time.monotonic() - started) * 1000),
                 body=excerpt.decode("utf-8", errors="replace"),
                 location=(response.headers.get("Location") or "")[:MAX_LOCATION_CHARS],
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
             )
-        except urllib3.exceptions.NewConnectionError as exc:
-            last_error = f"Connection failed: {_reason(exc)}"
-            continue  # the next address of the same name may answer
-        except urllib3.exceptions.HTTPError as exc:
-            return HttpResult(None, elapsed(), error=_describe(exc))
-        finally:
-            pool.close()
-    return HttpResult(None, elapsed(), error=last_error or "Connection failed.")
+    except BlockedAddress as exc:
+        return failed(f"Refused: {exc}")
+    except ResolutionFailed as exc:
+        return failed(str(exc))
+    except TimeoutError:
+        return failed(f"Timed out after {settings.ASIRI_DELIVERY_TIMEOUT:g} s.")
+    except aiohttp.ClientConnectorCertificateError as exc:
+        return failed(f"TLS certificate error: {exc.certificate_error}")
+    except aiohttp.ClientConnectorError as exc:
+        return failed(f"Connection failed: {exc.os_error.strerror or exc.os_error}")
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError) as exc:
+        return failed(f"Connection broken: {exc or type(exc).__name__}")
+    except aiohttp.ClientError as exc:
+        return failed(f"{type(exc).__name__}: {exc}")
+    except (ValueError, UnicodeError) as exc:
+        return failed(f"Invalid URL: {exc}")
 
 
-def _reason(exc: Exception) -> str:
-    text = str(exc)
-    return text.split(": ", 1)[-1] if ": " in text else text
+class Sender:
+    """An event loop in a daemon thread with one aiohttp session (kept-alive connections)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="webhook-sender", daemon=True)
+        self.thread.start()
+        self.session = asyncio.run_coroutine_threadsafe(self._open(), self.loop).result()
+
+    async def _open(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            resolver=GuardedResolver(),
+            use_dns_cache=False,  # every new connection is resolved and checked again
+            limit=settings.ASIRI_SEND_CONCURRENCY,
+            limit_per_host=settings.ASIRI_SEND_CONCURRENCY_PER_ENDPOINT,
+            ssl=ssl.create_default_context(cafile=certifi.where()),
+        )
+        return aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",), auto_decompress=False)
+
+    def submit(self, url: str, body: bytes, headers: dict[str, str]) -> concurrent.futures.Future[HttpResult]:
+        return asyncio.run_coroutine_threadsafe(post_webhook(self.session, url, body, headers), self.loop)
 
 
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.ConnectTimeoutError)):
-        return f"Timed out after {settings.ASIRI_DELIVERY_TIMEOUT:g} s."
-    if isinstance(exc, urllib3.exceptions.SSLError):
-        return f"TLS error: {_reason(exc)}"
-    if isinstance(exc, urllib3.exceptions.ProtocolError):
-        return f"Connection broken: {_reason(exc)}"
-    return f"{type(exc).__name__}: {_reason(exc)}"
+_sender: Sender | None = None
+_sender_pid: int | None = None
+_sender_lock = threading.Lock()
+
+
+def sender() -> Sender:
+    """This process's sender; a forked Celery child makes its own."""
+    global _sender, _sender_pid
+    with _sender_lock:
+        if _sender is None or _sender_pid != os.getpid():
+            _sender, _sender_pid = Sender(), os.getpid()
+        return _sender
+
+
+def send(url: str, body: bytes, headers: dict[str, str]) -> HttpResult:
+    """Send one webhook and wait for the outcome (the admin's and tests' convenience)."""
+    return sender().submit(url, body, headers).result()

@@ -32,8 +32,19 @@ class Event(models.Model):
     type = models.CharField(max_length=200)
     data = models.JSONField(default=dict)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # Unique per tenant while set; cleared once older than the idempotency window so it can be reused.
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001 (unique when set)
 
     objects = EventQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="event_idempotency_key_unique",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.id} {self.type}"
@@ -61,13 +72,10 @@ class DeliveryQuerySet(models.QuerySet):
     def in_flight(self) -> DeliveryQuerySet:
         return self.filter(status__in=IN_FLIGHT)
 
-    def claimable(self, now: datetime) -> DeliveryQuerySet:
-        """Due, and not held by a worker (or held past its lease: that worker is gone)."""
-        return (
-            self.in_flight()
-            .filter(next_attempt_at__lte=now)
-            .filter(Q(locked_until__isnull=True) | Q(locked_until__lte=now))
-        )
+    def due(self, now: datetime) -> DeliveryQuerySet:
+        """In flight and due. Claiming a delivery pushes next_attempt_at past the claim's lease,
+        so a row a worker holds is not due again until that worker has had its time."""
+        return self.in_flight().filter(next_attempt_at__lte=now)
 
 
 class Delivery(models.Model):
@@ -85,7 +93,9 @@ class Delivery(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     last_attempt_at = models.DateTimeField(null=True, blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
-    locked_until = models.DateTimeField(null=True, blank=True)
+    # attempt_count when the current series began (a redelivery starts a new one): the retry
+    # schedule counts from here.
+    series_start = models.PositiveIntegerField(default=0)
     failure_reason = models.TextField(blank=True, default="")
 
     objects = DeliveryQuerySet.as_manager()

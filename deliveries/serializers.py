@@ -1,6 +1,10 @@
+from django.core.validators import RegexValidator
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from asiri.api import StrictCharField
 from deliveries.models import Attempt, Delivery
+from webhooks.events import EVENT_NAME_RE
 
 
 class AttemptSerializer(serializers.ModelSerializer):
@@ -31,3 +35,45 @@ class DeliverySerializer(serializers.ModelSerializer):
             "next_attempt_at",
         )
         read_only_fields = fields
+
+
+def _contains_nul(value) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_contains_nul(v) for v in value)
+    return False
+
+
+@extend_schema_field({"type": "object", "additionalProperties": True, "description": "Any JSON object."})
+class JsonObjectField(serializers.JSONField):
+    def to_internal_value(self, data) -> dict:
+        if not isinstance(data, dict):
+            raise serializers.ValidationError("Must be a JSON object.")
+        if _contains_nul(data):
+            raise serializers.ValidationError("Must not contain NUL (\\u0000) characters.")
+        return super().to_internal_value(data)
+
+
+class EventPublishSerializer(serializers.Serializer):
+    type = StrictCharField(
+        max_length=200,
+        validators=[
+            RegexValidator(EVENT_NAME_RE.pattern, "Must be an event name such as invoice.paid (no wildcards).")
+        ],
+        help_text="The event type, e.g. `invoice.paid`: lowercase words separated by dots.",
+    )
+    data = JsonObjectField(help_text="The event's payload, delivered as `data`.")
+    idempotency_key = StrictCharField(
+        max_length=200,
+        required=False,
+        help_text="Publishing again with the same key within 24 hours returns the first event and sends nothing.",
+    )
+
+
+class EventPublishedSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    type = serializers.CharField()
+    deliveries = serializers.IntegerField(source="delivery_count", help_text="Deliveries created for this event.")

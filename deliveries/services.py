@@ -1,40 +1,100 @@
-"""Delivery workflows: creating deliveries, attempting them, handing them to workers.
-
-The API, the admin, management commands and Celery tasks all call these functions.
-"""
+"""Delivery workflows shared by the API, the admin, management commands and Celery tasks."""
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from deliveries import http
+from deliveries.engine import stop_pending, stop_reason
 from deliveries.models import TEST_EVENT_TYPE, Attempt, Delivery, DeliveryStatus, Event
-from deliveries.signing import signature_header
+from tenants.models import Tenant
 from webhooks.models import Subscription
 
 logger = logging.getLogger(__name__)
 
-DISPATCH_BATCH = 500
+MAX_WAKEUPS_PER_DISPATCH = 8
+PURGE_BATCH = 1000
 
 
-def _enqueue_after_commit(delivery_ids: list[str]) -> None:
+class DeliveryConflict(Exception):
+    """The delivery cannot be redelivered in its current state."""
+
+
+def _wake_workers_after_commit(count: int = 1, *, only_ids: list[str] | None = None) -> None:
     from deliveries.tasks import deliver  # tasks import this module
 
-    def send() -> None:
-        for delivery_id in delivery_ids:
-            try:
-                deliver.delay(delivery_id)
-            except Exception:
-                # The row is the source of truth: the dispatcher picks it up once its lease ends.
-                logger.exception("Could not enqueue delivery %s; the dispatcher will retry it", delivery_id)
+    def wake() -> None:
+        try:
+            for _ in range(count):
+                deliver.delay(only_ids=only_ids)
+        except Exception:
+            # The rows are the source of truth: the dispatcher wakes a worker for them shortly.
+            logger.exception("Could not reach the broker; the dispatcher will pick these deliveries up")
 
-    transaction.on_commit(send)
+    transaction.on_commit(wake)
+
+
+def event_publish(
+    *, tenant: Tenant, event_type: str, data: dict[str, Any], idempotency_key: str | None = None
+) -> Event:
+    """Store an event and one delivery per live, active subscription that wants it.
+
+    Everything is written in the caller's transaction and handed to workers only after it
+    commits: an event published in a transaction that rolls back is never sent. Publishing
+    again with the same idempotency key within ASIRI_IDEMPOTENCY_HOURS returns the first event.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        if idempotency_key is not None:
+            existing = _event_for_key(tenant, idempotency_key, now)
+            if existing is not None:
+                return existing
+        try:
+            with transaction.atomic():
+                event = Event.objects.create(
+                    tenant=tenant, type=event_type, data=data, created_at=now, idempotency_key=idempotency_key
+                )
+        except IntegrityError:
+            # Another request with the same key won the race: answer with its event.
+            return _event_for_key(tenant, idempotency_key, now)
+        subscriptions = [s for s in Subscription.objects.receiving().for_tenant(tenant) if s.wants(event_type)]
+        Delivery.objects.bulk_create(
+            [
+                Delivery(
+                    tenant=tenant,
+                    event=event,
+                    subscription=s,
+                    event_type=event_type,
+                    created_at=now,
+                    next_attempt_at=now,
+                )
+                for s in subscriptions
+            ]
+        )
+        if subscriptions:
+            _wake_workers_after_commit(math.ceil(len(subscriptions) / settings.ASIRI_SEND_CONCURRENCY))
+    event.delivery_count = len(subscriptions)
+    return event
+
+
+def _event_for_key(tenant: Tenant, key: str, now) -> Event | None:
+    window_start = now - timedelta(hours=settings.ASIRI_IDEMPOTENCY_HOURS)
+    event = Event.objects.filter(tenant=tenant, idempotency_key=key).first()
+    if event is None:
+        return None
+    if event.created_at < window_start:
+        # Expired: free the key for the new event (the old one keeps its history).
+        Event.objects.filter(pk=event.pk).update(idempotency_key=None)
+        return None
+    event.delivery_count = event.deliveries.count()
+    return event
 
 
 def delivery_send_test(*, subscription: Subscription) -> Delivery:
@@ -45,10 +105,7 @@ def delivery_send_test(*, subscription: Subscription) -> Delivery:
             tenant_id=subscription.tenant_id,
             type=TEST_EVENT_TYPE,
             created_at=now,
-            data={
-                "subscription_id": subscription.id,
-                "message": "This is a test event from ASIRI Webhooks.",
-            },
+            data={"subscription_id": subscription.id, "message": "This is a test event from ASIRI Webhooks."},
         )
         delivery = Delivery.objects.create(
             tenant_id=subscription.tenant_id,
@@ -58,102 +115,73 @@ def delivery_send_test(*, subscription: Subscription) -> Delivery:
             is_test=True,
             created_at=now,
             next_attempt_at=now,
-            # Held for the task enqueued below; if that enqueue is lost the lease runs out
-            # and the dispatcher sends it instead.
-            locked_until=now + timedelta(seconds=settings.ASIRI_DELIVERY_LEASE),
         )
-        _enqueue_after_commit([delivery.id])
+        _wake_workers_after_commit(only_ids=[delivery.id])
     return delivery
 
 
-def _claim(delivery: Delivery) -> bool:
-    """Take the delivery for its next attempt; False when another worker won it or it is done.
-
-    The attempt counter is the claim token: of two copies of the same task, exactly one
-    moves it from N to N + 1.
-    """
-    now = timezone.now()
-    won = (
-        Delivery.objects.filter(pk=delivery.pk, attempt_count=delivery.attempt_count, next_attempt_at__lte=now)
-        .in_flight()
-        .update(
-            attempt_count=delivery.attempt_count + 1,
-            last_attempt_at=now,
-            locked_until=now + timedelta(seconds=settings.ASIRI_DELIVERY_LEASE),
-        )
-    )
-    if won:
-        delivery.attempt_count += 1
-        delivery.last_attempt_at = now
-    return won == 1
-
-
-def delivery_attempt(delivery_id: str) -> str:
-    """Make one attempt of a delivery and record it; returns a short status for the task log.
-
-    1. Claim the row with a conditional update (exactly one worker wins).
-    2. Write the attempt row before the request, so a crash mid-request still shows up.
-    3. Send outside any transaction, then update only the attempt's and delivery's own columns.
-    """
-    delivery = Delivery.objects.select_related("event", "subscription").filter(pk=delivery_id).first()
-    if delivery is None or delivery.is_final or not _claim(delivery):
-        return f"{delivery_id}: skipped"
+def delivery_redeliver(*, delivery: Delivery) -> Delivery:
+    """Start a new attempt series for a finished delivery: same webhook-id, attempts appended."""
     subscription = delivery.subscription
-    now = delivery.last_attempt_at
-    number = delivery.attempt_count
-    attempt = Attempt.objects.create(delivery=delivery, number=number, started_at=now)
-
-    if subscription.is_deleted and not delivery.is_test:
-        result = http.HttpResult(None, 0, error="Subscription was deleted.")
-    else:
-        body = json.dumps(delivery.event.payload(), separators=(",", ":"), ensure_ascii=False).encode()
-        timestamp = int(now.timestamp())
-        headers = {
-            "content-type": "application/json",
-            "user-agent": settings.ASIRI_USER_AGENT,
-            "webhook-id": delivery.id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": signature_header(subscription.signing_secrets(now), delivery.id, timestamp, body),
-        }
-        result = http.post_webhook(subscription.url, body, headers)
-
-    error = result.error
-    if result.status_code is not None and not result.ok:
-        error = f"HTTP {result.status_code}"
-        if 300 <= result.status_code < 400:
-            error += f": redirect not followed (Location: {result.location or 'none'})"
-    Attempt.objects.filter(pk=attempt.pk).update(
-        duration_ms=result.duration_ms,
-        response_status_code=result.status_code,
-        response_body=result.body,
-        error=error,
-    )
-    status = DeliveryStatus.SUCCEEDED if result.ok else DeliveryStatus.FAILED
-    Delivery.objects.filter(pk=delivery.pk).update(
-        status=status,
-        response_status_code=result.status_code,
-        next_attempt_at=None,
-        locked_until=None,
-        failure_reason="" if result.ok else error,
-    )
-    return f"{delivery.id} attempt {number}: {status}"
-
-
-def deliveries_dispatch_due(*, limit: int = DISPATCH_BATCH) -> int:
-    """Hand due deliveries nobody holds to the workers: the path that makes sends survive a
-    lost task, a dead worker or a broker that was down at commit."""
-    from deliveries.tasks import deliver
-
+    if not delivery.is_test and not subscription.active:
+        raise DeliveryConflict("The subscription is disabled; re-enable it before redelivering.")
     now = timezone.now()
-    lease = timedelta(seconds=settings.ASIRI_DELIVERY_LEASE)
     with transaction.atomic():
-        ids = list(
-            Delivery.objects.claimable(now)
-            .order_by("next_attempt_at")
-            .select_for_update(skip_locked=True)
-            .values_list("id", flat=True)[:limit]
+        restarted = Delivery.objects.filter(
+            pk=delivery.pk, status__in=[DeliveryStatus.SUCCEEDED, DeliveryStatus.FAILED]
+        ).update(
+            status=DeliveryStatus.PENDING,
+            next_attempt_at=now,
+            series_start=delivery.attempt_count,
+            failure_reason="",
         )
-        Delivery.objects.filter(pk__in=ids).update(locked_until=now + lease)
-    for delivery_id in ids:
-        deliver.delay(delivery_id)
-    return len(ids)
+        if not restarted:
+            raise DeliveryConflict("The delivery is still being attempted; wait for it to finish.")
+        _wake_workers_after_commit(only_ids=[delivery.id])
+    delivery.refresh_from_db()
+    return delivery
+
+
+def deliveries_dispatch() -> int:
+    """Beat's reconciler: stop what should stop and wake workers for what is due.
+
+    This is what makes every delivery end succeeded or failed whatever the broker lost: a
+    wake-up that never arrived, a worker killed mid-send, a broker restarted empty.
+    """
+    now = timezone.now()
+    recently_stopped = Subscription.objects.filter(
+        Q(active=False) | Q(deleted_at__isnull=False), updated_at__gte=now - timedelta(hours=1)
+    )
+    for subscription in recently_stopped.only("id", "active", "deleted_at", "disabled_reason"):
+        stop_pending([subscription.id], f"Stopped: {stop_reason(subscription)}")
+    capacity = settings.ASIRI_SEND_CONCURRENCY
+    due = Delivery.objects.due(now).values("pk")[: capacity * MAX_WAKEUPS_PER_DISPATCH].count()
+    wakeups = math.ceil(due / capacity)
+    if wakeups:
+        from deliveries.tasks import deliver
+
+        for _ in range(wakeups):
+            deliver.delay()
+    return due
+
+
+def deliveries_purge_expired(*, days: int | None = None, batch: int = PURGE_BATCH) -> int:
+    """Delete events, deliveries and attempts older than the retention period, a batch at a time
+    so no statement holds long locks; soft-deleted subscriptions past it go too."""
+    cutoff = timezone.now() - timedelta(days=settings.ASIRI_RETENTION_DAYS if days is None else days)
+    removed = 0
+    while True:
+        ids = list(Delivery.objects.filter(created_at__lt=cutoff).values_list("pk", flat=True)[:batch])
+        if not ids:
+            break
+        Attempt.objects.filter(delivery_id__in=ids).delete()
+        removed += Delivery.objects.filter(pk__in=ids).delete()[0]
+    while True:
+        ids = list(
+            Event.objects.filter(created_at__lt=cutoff, deliveries__isnull=True).values_list("pk", flat=True)[:batch]
+        )
+        if not ids:
+            break
+        Event.objects.filter(pk__in=ids).delete()
+    Subscription.objects.filter(deleted_at__lt=cutoff, deliveries__isnull=True).delete()
+    return removed

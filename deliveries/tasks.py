@@ -1,13 +1,25 @@
+"""Celery tasks: thin, idempotent, each calling one function. Enqueued after commit."""
+
 from celery import shared_task
 
-from deliveries.services import deliveries_dispatch_due, delivery_attempt
+from deliveries.engine import pump
+from deliveries.services import deliveries_dispatch, deliveries_purge_expired
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True)
-def deliver(delivery_id: str) -> str:
-    return delivery_attempt(delivery_id)
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def deliver(only_ids: list[str] | None = None) -> str:
+    """A wake-up: send what is due (these ids first), until nothing is or the time budget ends."""
+    stats = pump(only_ids=only_ids)
+    if stats.reclaim:
+        deliver.delay()
+    return str(stats)
 
 
-@shared_task
-def dispatch_due_deliveries() -> str:
-    return f"enqueued {deliveries_dispatch_due()}"
+@shared_task(ignore_result=True)
+def dispatch() -> str:
+    return f"{deliveries_dispatch()} due"
+
+
+@shared_task(ignore_result=True)
+def purge_expired() -> str:
+    return f"removed {deliveries_purge_expired()} deliveries"

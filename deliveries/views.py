@@ -1,23 +1,28 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.db.models import Prefetch, QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from asiri.api import KeysetPagination
 from asiri.openapi import error_responses
 from deliveries.filters import DeliveryFilter
 from deliveries.models import Attempt, Delivery
-from deliveries.serializers import DeliverySerializer
-from deliveries.services import delivery_send_test
+from deliveries.serializers import DeliverySerializer, EventPublishedSerializer, EventPublishSerializer
+from deliveries.services import DeliveryConflict, delivery_redeliver, delivery_send_test, event_publish
 from webhooks.models import Subscription
 from webhooks.tenancy import TenantScopedViewSetMixin, is_well_formed_id
 
 SUBSCRIPTION_ID = OpenApiParameter(
     "subscription_id", str, OpenApiParameter.PATH, description="A subscription id (`sub_…`)."
+)
+DELIVERY_ID = OpenApiParameter(
+    "delivery_id", str, OpenApiParameter.PATH, description="A delivery id (`dlv_…`, the receiver's `webhook-id`)."
 )
 
 
@@ -44,6 +49,13 @@ class SubscriptionScopedMixin(TenantScopedViewSetMixin):
         parameters=[SUBSCRIPTION_ID],
         responses={200: DeliverySerializer(many=True), **error_responses(400, 401, 403, 404)},
     ),
+    retrieve=extend_schema(
+        summary="Fetch a delivery",
+        operation_id="getDelivery",
+        description="One delivery with all its attempts. Scope: `audit:read`.",
+        parameters=[SUBSCRIPTION_ID, DELIVERY_ID],
+        responses={200: DeliverySerializer, **error_responses(401, 403, 404)},
+    ),
     test=extend_schema(
         summary="Send a test event",
         operation_id="sendTestEvent",
@@ -55,13 +67,33 @@ class SubscriptionScopedMixin(TenantScopedViewSetMixin):
         request=None,
         responses={202: DeliverySerializer, **error_responses(401, 403, 404)},
     ),
+    redeliver=extend_schema(
+        summary="Redeliver",
+        operation_id="redeliverDelivery",
+        description=(
+            "Starts a new series of attempts for a finished delivery, with the same `webhook-id`; the new "
+            "attempts are appended to its log. 409 while it is still being attempted or the subscription is "
+            "disabled. Scope: `webhooks:write`."
+        ),
+        parameters=[SUBSCRIPTION_ID, DELIVERY_ID],
+        request=None,
+        responses={202: DeliverySerializer, **error_responses(401, 403, 404, 409)},
+    ),
 )
-class SubscriptionDeliveryViewSet(SubscriptionScopedMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+class SubscriptionDeliveryViewSet(
+    SubscriptionScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
     queryset = Delivery.objects.all()
     serializer_class = DeliverySerializer
     filterset_class = DeliveryFilter
     pagination_class = KeysetPagination
-    required_scopes = {"list": "audit:read", "test": "webhooks:write"}
+    lookup_url_kwarg = "delivery_id"
+    required_scopes = {
+        "list": "audit:read",
+        "retrieve": "audit:read",
+        "test": "webhooks:write",
+        "redeliver": "webhooks:write",
+    }
 
     def get_queryset(self) -> QuerySet:
         return (
@@ -75,3 +107,42 @@ class SubscriptionDeliveryViewSet(SubscriptionScopedMixin, mixins.ListModelMixin
     def test(self, request, *args, **kwargs) -> Response:
         delivery = delivery_send_test(subscription=self.get_subscription())
         return Response(DeliverySerializer(delivery).data, status=status.HTTP_202_ACCEPTED)
+
+    @action(detail=True, methods=["post"])
+    def redeliver(self, request, *args, **kwargs) -> Response:
+        delivery = self.get_object()
+        try:
+            delivery = delivery_redeliver(delivery=delivery)
+        except DeliveryConflict as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(DeliverySerializer(delivery).data, status=status.HTTP_202_ACCEPTED)
+
+
+class EventPublishView(APIView):
+    """POST /v1/events: how ASIRI's other services publish."""
+
+    required_scopes = "events:write"
+    http_method_names = ["post"]
+    max_body_bytes = settings.ASIRI_MAX_EVENT_BYTES
+
+    @extend_schema(
+        summary="Publish an event",
+        operation_id="publishEvent",
+        description=(
+            "Stores the event and creates one delivery per active subscription of this tenant whose `events` "
+            "match its type. The same `idempotency_key` within 24 hours answers with the first event and "
+            "creates nothing. Bodies over 256 KB are refused with 413. Scope: `events:write`."
+        ),
+        request=EventPublishSerializer,
+        responses={202: EventPublishedSerializer, **error_responses(400, 401, 403, 413)},
+    )
+    def post(self, request) -> Response:
+        payload = EventPublishSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        event = event_publish(
+            tenant=request.auth.tenant,
+            event_type=payload.validated_data["type"],
+            data=payload.validated_data["data"],
+            idempotency_key=payload.validated_data.get("idempotency_key"),
+        )
+        return Response(EventPublishedSerializer(event).data, status=status.HTTP_202_ACCEPTED)

@@ -14,6 +14,7 @@ SCOPES = {
     "webhooks:read": "List and fetch webhook subscriptions.",
     "webhooks:write": "Create, change, delete and test webhook subscriptions.",
     "audit:read": "Read the delivery log.",
+    "events:write": "Publish events (POST /v1/events).",
 }
 
 KEY_PREFIX = "asiri_"

@@ -15,6 +15,11 @@ CONTRACT = {
     ("delete", "/v1/webhooks/subscriptions/{id}"),
     ("get", "/v1/webhooks/subscriptions/{subscription_id}/deliveries"),
     ("post", "/v1/webhooks/subscriptions/{subscription_id}/test"),
+    # beyond the seven: the delivery engine's operations
+    ("post", "/v1/events"),
+    ("post", "/v1/webhooks/subscriptions/{id}/rotate-secret"),
+    ("get", "/v1/webhooks/subscriptions/{subscription_id}/deliveries/{delivery_id}"),
+    ("post", "/v1/webhooks/subscriptions/{subscription_id}/deliveries/{delivery_id}/redeliver"),
 }
 
 
@@ -43,7 +48,9 @@ def served_operations() -> set[tuple[str, str]]:
                     continue
                 if route == "v1/openapi.json":
                     continue
-                actions = getattr(pattern.callback, "actions", {})
+                actions = getattr(pattern.callback, "actions", None) or {
+                    m: m for m in view_class.http_method_names if hasattr(view_class, m) and m != "options"
+                }
                 for method in actions:
                     if method != "head":  # Django answers HEAD wherever GET is served
                         found.add((method, route))

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import base64
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import models
 from django.utils import timezone
@@ -41,6 +41,11 @@ class Subscription(models.Model):
     active = models.BooleanField(default=True)
     metadata = models.JSONField(default=dict, blank=True)
     secret = models.CharField(max_length=100, default=new_signing_secret, editable=False)
+    # After a rotation the old secret keeps signing beside the new one until this time.
+    previous_secret = models.CharField(max_length=100, blank=True, default="", editable=False)
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Start of the current run of failed attempts (null after a success): drives auto-disable.
+    failing_since = models.DateTimeField(null=True, blank=True, editable=False)
     # null, not "", is the API's "not disabled by the system"
     disabled_reason = models.TextField(null=True, blank=True)  # noqa: DJ001
     created_at = models.DateTimeField(default=timezone.now, editable=False)
@@ -62,9 +67,19 @@ class Subscription(models.Model):
     def wants(self, event_type: str) -> bool:
         return any(pattern_matches(pattern, event_type) for pattern in self.events)
 
-    def signing_secrets(self, now: datetime | None = None) -> list[str]:
-        """The secrets a send is signed with: one, or more while a rotation is under way."""
+    def signing_secrets(self, now: datetime) -> list[str]:
+        """The secrets a send is signed with: one, or two while a rotation is under way."""
+        if self.previous_secret and self.previous_secret_expires_at and self.previous_secret_expires_at > now:
+            return [self.secret, self.previous_secret]
         return [self.secret]
+
+    def rotate_secret(self, *, overlap: timedelta) -> str:
+        now = timezone.now()
+        self.previous_secret = self.secret
+        self.previous_secret_expires_at = now + overlap
+        self.secret = new_signing_secret()
+        self.save(update_fields=["secret", "previous_secret", "previous_secret_expires_at", "updated_at"])
+        return self.secret
 
     def soft_delete(self) -> None:
         self.deleted_at = timezone.now()

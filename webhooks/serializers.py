@@ -5,6 +5,7 @@ from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from asiri.api import StrictCharField
 from webhooks.events import EVENT_PATTERN_REGEX
 from webhooks.models import Subscription
 from webhooks.validators import MAX_URL_LENGTH, validate_webhook_url
@@ -13,15 +14,6 @@ MAX_PATTERNS = 100
 MAX_METADATA_ENTRIES = 20
 MAX_METADATA_KEY = 40
 MAX_METADATA_VALUE = 500
-
-
-class StrictCharField(serializers.CharField):
-    """A string field that refuses numbers and booleans instead of quietly stringifying them."""
-
-    def to_internal_value(self, data) -> str:
-        if not isinstance(data, str):
-            self.fail("invalid")
-        return super().to_internal_value(data)
 
 
 class WebhookUrlField(StrictCharField):

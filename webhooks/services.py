@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 
 from tenants.models import Tenant
@@ -45,6 +47,11 @@ def subscription_update(*, subscription: Subscription, changes: dict[str, Any]) 
         setattr(subscription, field, value)
     subscription.save(update_fields=[*changes, "updated_at"])
     return subscription
+
+
+def subscription_rotate_secret(*, subscription: Subscription) -> str:
+    """A new signing secret; the old one keeps signing beside it for the overlap period."""
+    return subscription.rotate_secret(overlap=timedelta(hours=settings.ASIRI_SECRET_ROTATION_OVERLAP_HOURS))
 
 
 def subscription_delete(*, subscription: Subscription) -> None:

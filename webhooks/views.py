@@ -2,13 +2,19 @@ from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from asiri.api import SubscriptionPagination
 from asiri.openapi import error_responses
 from webhooks.models import Subscription
 from webhooks.serializers import SubscriptionCreatedSerializer, SubscriptionSerializer, SubscriptionWriteSerializer
-from webhooks.services import subscription_create, subscription_delete, subscription_update
+from webhooks.services import (
+    subscription_create,
+    subscription_delete,
+    subscription_rotate_secret,
+    subscription_update,
+)
 from webhooks.tenancy import TenantScopedViewSetMixin
 
 SUBSCRIPTION_ID = OpenApiParameter("id", str, OpenApiParameter.PATH, description="A subscription id (`sub_…`).")
@@ -51,6 +57,17 @@ SUBSCRIPTION_ID = OpenApiParameter("id", str, OpenApiParameter.PATH, description
         description="Scope: `webhooks:write`. It stops receiving at once and answers 404 from then on.",
         responses={204: OpenApiResponse(description="Deleted."), **error_responses(401, 403, 404)},
     ),
+    rotate_secret=extend_schema(
+        summary="Rotate the signing secret",
+        operation_id="rotateSubscriptionSecret",
+        parameters=[SUBSCRIPTION_ID],
+        description=(
+            "Scope: `webhooks:write`. Returns the subscription with its new `secret` (shown this once). For the "
+            "next 24 hours every send carries signatures with both the new and the old secret."
+        ),
+        request=None,
+        responses={200: SubscriptionCreatedSerializer, **error_responses(401, 403, 404)},
+    ),
 )
 class SubscriptionViewSet(
     TenantScopedViewSetMixin,
@@ -69,6 +86,7 @@ class SubscriptionViewSet(
         "create": "webhooks:write",
         "partial_update": "webhooks:write",
         "destroy": "webhooks:write",
+        "rotate_secret": "webhooks:write",
     }
 
     def create(self, request, *args, **kwargs) -> Response:
@@ -83,6 +101,12 @@ class SubscriptionViewSet(
         payload.is_valid(raise_exception=True)
         subscription_update(subscription=subscription, changes=dict(payload.validated_data))
         return Response(SubscriptionSerializer(subscription).data)
+
+    @action(detail=True, methods=["post"], url_path="rotate-secret")
+    def rotate_secret(self, request, *args, **kwargs) -> Response:
+        subscription = self.get_object()
+        subscription_rotate_secret(subscription=subscription)
+        return Response(SubscriptionCreatedSerializer(subscription).data)
 
     def perform_destroy(self, instance: Subscription) -> None:
         subscription_delete(subscription=instance)

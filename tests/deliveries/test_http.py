@@ -18,7 +18,7 @@ def allow_loopback(settings):
 
 def test_it_posts_and_keeps_a_bounded_excerpt(allow_loopback):
     with Receiver(status=200, body=b"y" * 50_000) as receiver:
-        result = http.post_webhook(receiver.url("/in?x=1"), b'{"a":1}', {"content-type": "application/json"})
+        result = http.send(receiver.url("/in?x=1"), b'{"a":1}', {"content-type": "application/json"})
     assert result.ok and result.status_code == 200
     assert len(result.body) == http.MAX_BODY_BYTES
     (request,) = receiver.requests
@@ -29,14 +29,14 @@ def test_it_posts_and_keeps_a_bounded_excerpt(allow_loopback):
 
 def test_it_connects_to_the_name_it_resolved_keeping_the_host_header(allow_loopback):
     with Receiver() as receiver:
-        result = http.post_webhook(f"http://localhost:{receiver.port}/h", b"{}", {})
+        result = http.send(f"http://localhost:{receiver.port}/h", b"{}", {})
     assert result.ok
     assert receiver.requests[0].headers["host"] == f"localhost:{receiver.port}"
 
 
 def test_it_never_follows_a_redirect(allow_loopback):
     with Receiver(status=307, headers={"Location": "http://169.254.169.254/latest"}) as receiver:
-        result = http.post_webhook(receiver.url(), b"{}", {})
+        result = http.send(receiver.url(), b"{}", {})
     assert result.status_code == 307 and not result.ok
     assert result.location == "http://169.254.169.254/latest"
     assert len(receiver.requests) == 1
@@ -46,7 +46,7 @@ def test_a_refused_connection_is_a_failed_attempt(allow_loopback):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    result = http.post_webhook(f"http://127.0.0.1:{port}/", b"{}", {})
+    result = http.send(f"http://127.0.0.1:{port}/", b"{}", {})
     assert result.status_code is None and "Connection" in result.error
 
 
@@ -59,7 +59,7 @@ def test_a_hanging_endpoint_times_out(allow_loopback, settings):
     accepted = []
     threading.Thread(target=lambda: accepted.append(listener.accept()), daemon=True).start()
     try:
-        result = http.post_webhook(f"http://127.0.0.1:{listener.getsockname()[1]}/", b"{}", {})
+        result = http.send(f"http://127.0.0.1:{listener.getsockname()[1]}/", b"{}", {})
     finally:
         listener.close()
     assert result.status_code is None and "Timed out" in result.error
@@ -68,11 +68,11 @@ def test_a_hanging_endpoint_times_out(allow_loopback, settings):
 @pytest.mark.parametrize("target", ["127.0.0.1", "localhost", "127.1", "[::ffff:127.0.0.1]", "2130706433"])
 def test_it_refuses_private_targets_without_connecting(target):
     with Receiver() as canary:
-        result = http.post_webhook(f"http://{target}:{canary.port}/", b"{}", {})
+        result = http.send(f"http://{target}:{canary.port}/", b"{}", {})
     assert result.status_code is None and result.error.startswith("Refused:")
     assert canary.connections == 0
 
 
 def test_an_unresolvable_name_is_a_failed_attempt():
-    result = http.post_webhook("https://nowhere.test/", b"{}", {})
+    result = http.send("https://nowhere.test/", b"{}", {})
     assert result.status_code is None and "Could not resolve" in result.error

@@ -1,0 +1,303 @@
+"""The worker side: claim due deliveries, send them concurrently, record every outcome.
+
+The database is the source of truth. A delivery is due when it is pending or retrying and
+its next_attempt_at has passed; claiming it pushes next_attempt_at past a lease, so a worker
+that dies mid-send only delays it. No retry ever waits in the broker.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from deliveries import http
+from deliveries.models import Attempt, Delivery, DeliveryStatus
+from deliveries.retry import next_delay
+from deliveries.signing import signature_header
+from webhooks.models import Subscription
+
+logger = logging.getLogger(__name__)
+
+CLAIM_OVERSCAN = 4  # look at this many candidates per free slot, to skip saturated endpoints
+FLUSH_TICK = 0.05
+LOST_ATTEMPT = "No result recorded: the worker stopped during this attempt."
+
+
+@dataclass
+class Claimed:
+    delivery: Delivery
+    attempt: Attempt
+    claimed_at: datetime
+
+
+@dataclass
+class PumpStats:
+    sent: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retrying: int = 0
+    max_in_flight: int = 0
+    reclaim: bool = field(default=False)  # stopped with work left: hand over to a fresh task
+
+    def __str__(self) -> str:
+        return (
+            f"sent {self.sent}: {self.succeeded} succeeded, {self.retrying} retrying, {self.failed} failed; "
+            f"at most {self.max_in_flight} in flight"
+        )
+
+
+def claim_due(*, limit: int, busy: Counter | None = None, only_ids: list[str] | None = None) -> list[Claimed]:
+    """Claim up to `limit` due deliveries, at most the per-endpoint share for each subscription.
+
+    1. Lock candidates with SKIP LOCKED, so concurrent workers take different rows.
+    2. Keep those whose subscription still has room in this process's per-endpoint share.
+    3. Count the attempt, push next_attempt_at past the lease, and write the attempt rows,
+       all before any request is made.
+    """
+    if limit <= 0:
+        return []
+    busy = busy if busy is not None else Counter()
+    share = settings.ASIRI_SEND_CONCURRENCY_PER_ENDPOINT
+    now = timezone.now()
+    with transaction.atomic():
+        candidates = Delivery.objects.due(now)
+        if only_ids is not None:
+            candidates = candidates.filter(pk__in=only_ids)
+        rows = (
+            candidates.order_by("next_attempt_at")
+            .select_for_update(skip_locked=True, of=("self",))
+            .values_list("id", "subscription_id", "is_test", "subscription__active", "subscription__deleted_at")[
+                : limit * CLAIM_OVERSCAN
+            ]
+        )
+        picked: list[str] = []
+        stopped: dict[str, list[str]] = {}
+        taken = Counter()
+        for delivery_id, subscription_id, is_test, active, deleted_at in rows:
+            if not is_test and (deleted_at is not None or not active):
+                # Paused, disabled or deleted since it was scheduled: it ends here, unsent.
+                stopped.setdefault(subscription_id, []).append(delivery_id)
+            elif busy[subscription_id] + taken[subscription_id] < share:
+                picked.append(delivery_id)
+                taken[subscription_id] += 1
+                if len(picked) == limit:
+                    break
+        for subscription_id, delivery_ids in stopped.items():
+            subscription = Subscription.objects.get(pk=subscription_id)
+            Delivery.objects.filter(pk__in=delivery_ids).update(
+                status=DeliveryStatus.FAILED,
+                next_attempt_at=None,
+                failure_reason=f"Stopped: {stop_reason(subscription)}",
+            )
+        if not picked:
+            return []
+        Delivery.objects.filter(pk__in=picked).update(
+            attempt_count=F("attempt_count") + 1,
+            last_attempt_at=now,
+            next_attempt_at=now + timedelta(seconds=settings.ASIRI_DELIVERY_LEASE),
+        )
+        # An attempt left without a result was cut short by a worker that died.
+        Attempt.objects.filter(delivery_id__in=picked, duration_ms__isnull=True, error="").update(error=LOST_ATTEMPT)
+        deliveries = list(Delivery.objects.filter(pk__in=picked).select_related("event", "subscription"))
+        attempts = Attempt.objects.bulk_create(
+            [Attempt(delivery=d, number=d.attempt_count, started_at=now) for d in deliveries]
+        )
+    return [Claimed(d, a, now) for d, a in zip(deliveries, attempts, strict=True)]
+
+
+def stop_reason(subscription: Subscription) -> str:
+    if subscription.is_deleted:
+        return "the subscription was deleted."
+    return f"the subscription is disabled ({subscription.disabled_reason or 'paused by the tenant'})."
+
+
+def request_for(delivery: Delivery, now: datetime) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps(delivery.event.payload(), separators=(",", ":"), ensure_ascii=False).encode()
+    timestamp = int(now.timestamp())
+    headers = {
+        "content-type": "application/json",
+        "user-agent": settings.ASIRI_USER_AGENT,
+        "webhook-id": delivery.id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature_header(delivery.subscription.signing_secrets(now), delivery.id, timestamp, body),
+    }
+    return body, headers
+
+
+def describe_failure(result: http.HttpResult) -> str:
+    if result.status_code is None:
+        return result.error
+    text = f"HTTP {result.status_code}"
+    if 300 <= result.status_code < 400:
+        text += f": redirect not followed (Location: {result.location or 'none'})"
+    elif result.status_code == 410:
+        text += " Gone: the endpoint asked to stop receiving"
+    return text
+
+
+def record_outcomes(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStats:
+    """Write attempts and delivery states in bulk, then act on what the endpoints said.
+
+    A delivery's row is only updated while it still belongs to this claim (its
+    last_attempt_at is the claim's time): a result that comes back after the lease ran out
+    and another worker took over does not overwrite the newer attempt.
+    """
+    stats = PumpStats()
+    if not outcomes:
+        return stats
+    now = timezone.now()
+    attempts = []
+    grouped: dict[tuple, list[str]] = {}
+    retries: list[tuple[Claimed, dict]] = []
+    healthy, failing, gone = set(), set(), set()
+    for claimed, result in outcomes:
+        attempt = claimed.attempt
+        attempt.duration_ms = result.duration_ms
+        attempt.response_status_code = result.status_code
+        attempt.response_body = result.body
+        attempt.error = "" if result.ok else describe_failure(result)
+        attempts.append(attempt)
+        delivery = claimed.delivery
+        counted = not delivery.is_test  # test sends never change a subscription's health
+        if result.ok:
+            stats.succeeded += 1
+            values = {"status": DeliveryStatus.SUCCEEDED, "next_attempt_at": None, "failure_reason": ""}
+            if counted:
+                healthy.add(delivery.subscription_id)
+        else:
+            if counted:
+                failing.add(delivery.subscription_id)
+                if result.status_code == 410:
+                    gone.add(delivery.subscription_id)
+            delay = None
+            if result.status_code != 410:
+                delay = next_delay(
+                    delivery.attempt_count - delivery.series_start,
+                    settings.ASIRI_RETRY_SCHEDULE,
+                    retry_after=result.retry_after if result.status_code in (429, 503) else None,
+                )
+            if delay is None:
+                stats.failed += 1
+                values = {"status": DeliveryStatus.FAILED, "next_attempt_at": None, "failure_reason": attempt.error}
+            else:
+                stats.retrying += 1
+                retries.append(
+                    (
+                        claimed,
+                        {
+                            "status": DeliveryStatus.RETRYING,
+                            "next_attempt_at": now + timedelta(seconds=delay),
+                            "failure_reason": attempt.error,
+                            "response_status_code": result.status_code,
+                        },
+                    )
+                )
+                continue
+        values["response_status_code"] = result.status_code
+        key = (claimed.claimed_at, *sorted(values.items()))
+        grouped.setdefault(key, []).append(delivery.id)
+    stats.sent = len(outcomes)
+    with transaction.atomic():
+        Attempt.objects.bulk_update(attempts, ["duration_ms", "response_status_code", "response_body", "error"])
+        for (claimed_at, *items), ids in grouped.items():
+            Delivery.objects.filter(pk__in=ids, last_attempt_at=claimed_at).update(**dict(items))
+        for claimed, values in retries:
+            Delivery.objects.filter(pk=claimed.delivery.pk, last_attempt_at=claimed.claimed_at).update(**values)
+        _update_subscription_health(now, healthy=healthy - failing, failing=failing - healthy, gone=gone)
+    return stats
+
+
+def _update_subscription_health(now: datetime, *, healthy: set, failing: set, gone: set) -> None:
+    if healthy:
+        Subscription.objects.filter(pk__in=healthy, failing_since__isnull=False).update(failing_since=None)
+    if failing:
+        Subscription.objects.filter(pk__in=failing, failing_since__isnull=True).update(failing_since=now)
+        cutoff = now - timedelta(hours=settings.ASIRI_DISABLE_AFTER_HOURS)
+        worn_out = list(
+            Subscription.objects.filter(pk__in=failing - gone, active=True, failing_since__lte=cutoff).values_list(
+                "pk", flat=True
+            )
+        )
+        if worn_out:
+            hours = f"{settings.ASIRI_DISABLE_AFTER_HOURS:g}"
+            disable_subscriptions(worn_out, f"Disabled automatically: no successful delivery for {hours} hours.")
+    if gone:
+        disable_subscriptions(
+            list(gone),
+            f"Disabled automatically: the endpoint answered 410 Gone at {now.isoformat(timespec='seconds')}.",
+        )
+
+
+def disable_subscriptions(subscription_ids: list[str], reason: str) -> None:
+    Subscription.objects.filter(pk__in=subscription_ids, active=True).update(
+        active=False, disabled_reason=reason, updated_at=timezone.now()
+    )
+    stop_pending(subscription_ids, f"Stopped: {reason}")
+
+
+def stop_pending(subscription_ids, reason: str) -> int:
+    """End the in-flight deliveries of these subscriptions as failed (test sends excepted)."""
+    return (
+        Delivery.objects.filter(subscription_id__in=subscription_ids, is_test=False)
+        .in_flight()
+        .update(status=DeliveryStatus.FAILED, next_attempt_at=None, failure_reason=reason)
+    )
+
+
+def pump(*, budget_seconds: float | None = None, only_ids: list[str] | None = None) -> PumpStats:
+    """Keep up to ASIRI_SEND_CONCURRENCY sends in flight until nothing is due or time is up.
+
+    Slots freed by fast endpoints are refilled at once, while a slow endpoint can hold no more
+    than its per-endpoint share, so it slows only itself.
+    """
+    budget = settings.ASIRI_PUMP_SECONDS if budget_seconds is None else budget_seconds
+    deadline = time.monotonic() + budget
+    capacity = settings.ASIRI_SEND_CONCURRENCY
+    refill_at = max(1, capacity // 10)
+    sender = http.sender()
+    in_flight: dict[concurrent.futures.Future, Claimed] = {}
+    busy: Counter = Counter()
+    total = PumpStats()
+    first = True
+    while True:
+        free = capacity - len(in_flight)
+        if time.monotonic() < deadline and (free >= refill_at or not in_flight):
+            claimed = claim_due(limit=free, busy=busy, only_ids=only_ids if first else None)
+            if first and only_ids is not None:
+                claimed += claim_due(limit=free - len(claimed), busy=busy)
+            first = False
+            for item in claimed:
+                body, headers = request_for(item.delivery, item.claimed_at)
+                in_flight[sender.submit(item.delivery.subscription.url, body, headers)] = item
+                busy[item.delivery.subscription_id] += 1
+            total.max_in_flight = max(total.max_in_flight, len(in_flight))
+            if not in_flight and not claimed:
+                return total
+        elif not in_flight:
+            total.reclaim = True
+            return total
+        done, _ = concurrent.futures.wait(in_flight, timeout=FLUSH_TICK, return_when=concurrent.futures.FIRST_COMPLETED)
+        if done:
+            outcomes = []
+            for future in done:
+                item = in_flight.pop(future)
+                busy[item.delivery.subscription_id] -= 1
+                outcomes.append((item, future.result()))
+            _add(total, record_outcomes(outcomes))
+
+
+def _add(total: PumpStats, part: PumpStats) -> None:
+    total.sent += part.sent
+    total.succeeded += part.succeeded
+    total.failed += part.failed
+    total.retrying += part.retrying

@@ -1,0 +1,256 @@
+"""The delivery engine, with the one outbound HTTP function patched (unit tests)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+from unittest import mock
+
+import pytest
+from django.utils import timezone
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from deliveries import engine, http
+from deliveries.models import Attempt, Delivery, DeliveryStatus
+from deliveries.services import delivery_send_test, event_publish
+from webhooks.models import Subscription
+from webhooks.services import subscription_rotate_secret
+
+DEFAULT_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 36000)
+
+
+@pytest.fixture
+def post_webhook():
+    with mock.patch("deliveries.http.post_webhook", autospec=True) as patched:
+        patched.return_value = http.HttpResult(200, 7, body="thanks")
+        yield patched
+
+
+@pytest.fixture
+def publish(alice, django_capture_on_commit_callbacks):
+    def publish_(event_type="invoice.paid", data=None, tenant=None):
+        with django_capture_on_commit_callbacks(execute=False):
+            return event_publish(tenant=tenant or alice, event_type=event_type, data=data or {"n": 1})
+
+    return publish_
+
+
+def make_due(delivery_ids=None) -> None:
+    """Let time pass: whatever is scheduled is due now."""
+    rows = Delivery.objects.in_flight()
+    if delivery_ids is not None:
+        rows = rows.filter(pk__in=delivery_ids)
+    rows.update(next_attempt_at=timezone.now() - timedelta(milliseconds=1))
+
+
+def sent_requests(post_webhook) -> list[tuple[str, bytes, dict]]:
+    return [(c.args[1], c.args[2], c.args[3]) for c in post_webhook.call_args_list]
+
+
+def test_it_delivers_a_published_event_signed_and_records_it(post_webhook, alice, make_subscription, publish):
+    subscription = make_subscription(alice, events=["invoice.*"])
+    event = publish("invoice.paid", {"amount": 42})
+    stats = engine.pump(budget_seconds=5)
+    assert (stats.sent, stats.succeeded) == (1, 1)
+    ((url, body, headers),) = sent_requests(post_webhook)
+    assert url == subscription.url
+    payload = Webhook(subscription.secret).verify(body, headers)
+    assert payload["id"] == event.id and payload["type"] == "invoice.paid" and payload["data"] == {"amount": 42}
+    delivery = Delivery.objects.get(event=event)
+    assert headers["webhook-id"] == delivery.id
+    assert (delivery.status, delivery.attempt_count, delivery.response_status_code) == ("succeeded", 1, 200)
+    assert delivery.next_attempt_at is None
+    attempt = delivery.attempts.get()
+    assert (attempt.number, attempt.response_status_code, attempt.duration_ms, attempt.response_body) == (
+        1,
+        200,
+        7,
+        "thanks",
+    )
+
+
+def test_the_attempt_is_logged_when_claimed_before_any_request(post_webhook, alice, make_subscription, publish):
+    make_subscription(alice)
+    publish()
+    (claimed,) = engine.claim_due(limit=10)
+    post_webhook.assert_not_called()
+    assert list(claimed.delivery.attempts.values_list("number", "duration_ms", "error")) == [(1, None, "")]
+
+
+def test_a_claimed_delivery_is_not_claimed_again_until_its_lease_ends(alice, make_subscription, publish, settings):
+    make_subscription(alice)
+    publish()
+    (claimed,) = engine.claim_due(limit=10)
+    assert engine.claim_due(limit=10) == []
+    delivery = Delivery.objects.get(pk=claimed.delivery.pk)
+    assert delivery.next_attempt_at >= claimed.claimed_at + timedelta(seconds=settings.ASIRI_DELIVERY_LEASE)
+    make_due()  # the lease ran out: that worker is gone
+    (again,) = engine.claim_due(limit=10)
+    assert again.attempt.number == 2
+    assert Attempt.objects.get(delivery=delivery, number=1).error == engine.LOST_ATTEMPT
+
+
+def test_it_claims_no_more_than_an_endpoints_share(alice, make_subscription, publish, settings):
+    settings.ASIRI_SEND_CONCURRENCY_PER_ENDPOINT = 3
+    slow, fast = make_subscription(alice, events=["slow"]), make_subscription(alice, events=["fast"])
+    for _ in range(5):
+        publish("slow")
+    for _ in range(2):
+        publish("fast")
+    claimed = engine.claim_due(limit=10, busy=Counter({slow.id: 1}))
+    by_subscription = Counter(c.delivery.subscription_id for c in claimed)
+    assert by_subscription == {slow.id: 2, fast.id: 2}
+
+
+def test_a_stale_result_does_not_overwrite_a_newer_claim(alice, make_subscription, publish):
+    make_subscription(alice)
+    publish()
+    (first,) = engine.claim_due(limit=1)
+    make_due()
+    (second,) = engine.claim_due(limit=1)
+    engine.record_outcomes([(first, http.HttpResult(500, 5))])
+    delivery = Delivery.objects.get(pk=first.delivery.pk)
+    assert delivery.status == DeliveryStatus.PENDING and delivery.attempt_count == 2
+    engine.record_outcomes([(second, http.HttpResult(200, 5))])
+    assert Delivery.objects.get(pk=first.delivery.pk).status == DeliveryStatus.SUCCEEDED
+
+
+def test_it_walks_the_default_schedule_then_fails(post_webhook, alice, make_subscription, publish, settings):
+    settings.ASIRI_RETRY_SCHEDULE = DEFAULT_SCHEDULE
+    make_subscription(alice)
+    publish()
+    post_webhook.return_value = http.HttpResult(500, 3, body="boom")
+    delays = []
+    for _ in range(8):
+        engine.pump(budget_seconds=5)
+        delivery = Delivery.objects.get()
+        if delivery.next_attempt_at is not None:
+            delays.append((delivery.next_attempt_at - delivery.last_attempt_at).total_seconds())
+        make_due()
+    for delay, scheduled in zip(delays, DEFAULT_SCHEDULE, strict=True):
+        assert 0.8 * scheduled <= delay <= 1.2 * scheduled
+    assert 0.8 * sum(DEFAULT_SCHEDULE) / 3600 <= sum(delays) / 3600 <= 1.2 * sum(DEFAULT_SCHEDULE) / 3600
+    delivery = Delivery.objects.get()
+    assert (delivery.status, delivery.attempt_count, delivery.next_attempt_at) == ("failed", 8, None)
+    assert delivery.failure_reason == "HTTP 500"
+    assert list(delivery.attempts.values_list("number", flat=True)) == list(range(1, 9))
+    assert post_webhook.call_count == 8
+    assert engine.pump(budget_seconds=1).sent == 0
+
+
+@pytest.mark.parametrize(
+    ("code", "retry_after", "low", "high"), [(429, 7.0, 7, 7), (503, 3600.0, 10, 10), (429, 1.0, 4, 6)]
+)
+def test_retry_after_is_honoured_up_to_twice_the_schedule(
+    post_webhook, alice, make_subscription, publish, settings, code, retry_after, low, high
+):
+    settings.ASIRI_RETRY_SCHEDULE = (5, 5)
+    make_subscription(alice)
+    publish()
+    post_webhook.return_value = http.HttpResult(code, 3, retry_after=retry_after)
+    engine.pump(budget_seconds=5)
+    delivery = Delivery.objects.get()
+    assert delivery.status == DeliveryStatus.RETRYING
+    delay = (delivery.next_attempt_at - delivery.last_attempt_at).total_seconds()
+    assert low - 0.01 <= delay <= high + 0.01
+
+
+def test_410_disables_the_subscription_and_stops_its_pending_deliveries(
+    post_webhook, alice, make_subscription, publish, django_capture_on_commit_callbacks
+):
+    subscription = make_subscription(alice)
+    first = publish()
+    post_webhook.return_value = http.HttpResult(410, 3)
+    engine.pump(budget_seconds=5)
+    subscription.refresh_from_db()
+    assert not subscription.active and "410 Gone" in subscription.disabled_reason
+    assert Delivery.objects.get(event=first).status == DeliveryStatus.FAILED
+    # Anything published meanwhile to it is stopped, not sent; a test send still goes out.
+    Delivery.objects.create(
+        tenant=alice, event=first, subscription=subscription, event_type="invoice.paid", next_attempt_at=timezone.now()
+    )
+    with django_capture_on_commit_callbacks(execute=False):
+        test = delivery_send_test(subscription=subscription)
+    post_webhook.reset_mock()
+    post_webhook.return_value = http.HttpResult(200, 3)
+    engine.pump(budget_seconds=5)
+    assert [h["webhook-id"] for _, _, h in sent_requests(post_webhook)] == [test.id]
+    stopped = Delivery.objects.exclude(pk=test.pk).filter(event=first).exclude(attempt_count=1).get()
+    assert stopped.status == DeliveryStatus.FAILED and "disabled" in stopped.failure_reason
+
+
+def test_it_disables_a_subscription_that_only_failed_for_too_long(
+    post_webhook, alice, make_subscription, publish, settings
+):
+    settings.ASIRI_DISABLE_AFTER_HOURS = 120
+    subscription = make_subscription(alice)
+    publish()
+    post_webhook.return_value = http.HttpResult(500, 3)
+    engine.pump(budget_seconds=5)
+    subscription.refresh_from_db()
+    assert subscription.active and subscription.failing_since is not None
+    Subscription.objects.filter(pk=subscription.pk).update(failing_since=timezone.now() - timedelta(hours=121))
+    make_due()
+    engine.pump(budget_seconds=5)
+    subscription.refresh_from_db()
+    assert not subscription.active and "120 hours" in subscription.disabled_reason
+    assert Delivery.objects.get().status == DeliveryStatus.FAILED
+
+
+def test_one_success_resets_the_failure_clock(post_webhook, alice, make_subscription, publish):
+    subscription = make_subscription(alice)
+    publish()
+    post_webhook.return_value = http.HttpResult(500, 3)
+    engine.pump(budget_seconds=5)
+    assert Subscription.objects.get(pk=subscription.pk).failing_since is not None
+    post_webhook.return_value = http.HttpResult(200, 3)
+    make_due()
+    engine.pump(budget_seconds=5)
+    assert Subscription.objects.get(pk=subscription.pk).failing_since is None
+
+
+@pytest.mark.parametrize("change", ["paused", "deleted"])
+def test_stopped_subscriptions_get_nothing_more(post_webhook, alice, make_subscription, publish, change):
+    subscription = make_subscription(alice)
+    publish()
+    if change == "paused":
+        Subscription.objects.filter(pk=subscription.pk).update(active=False)
+    else:
+        Subscription.objects.get(pk=subscription.pk).soft_delete()
+    engine.pump(budget_seconds=5)
+    post_webhook.assert_not_called()
+    delivery = Delivery.objects.get()
+    assert delivery.status == DeliveryStatus.FAILED and "Stopped: the subscription" in delivery.failure_reason
+    assert delivery.attempt_count == 0 and not delivery.attempts.exists()
+
+
+def test_both_secrets_sign_while_a_rotation_overlaps(post_webhook, alice, make_subscription, publish):
+    subscription = make_subscription(alice)
+    old_secret = subscription.secret
+    new_secret = subscription_rotate_secret(subscription=subscription)
+    publish()
+    engine.pump(budget_seconds=5)
+    ((_, body, headers),) = sent_requests(post_webhook)
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    Webhook(old_secret).verify(body, headers)
+    Webhook(new_secret).verify(body, headers)
+    Subscription.objects.filter(pk=subscription.pk).update(previous_secret_expires_at=timezone.now())
+    post_webhook.reset_mock()
+    publish()
+    engine.pump(budget_seconds=5)
+    ((_, body, headers),) = sent_requests(post_webhook)
+    Webhook(new_secret).verify(body, headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(old_secret).verify(body, headers)
+
+
+def test_test_sends_do_not_change_a_subscriptions_health(
+    post_webhook, alice, make_subscription, django_capture_on_commit_callbacks
+):
+    subscription = make_subscription(alice)
+    with django_capture_on_commit_callbacks(execute=False):
+        delivery_send_test(subscription=subscription)
+    post_webhook.return_value = http.HttpResult(410, 3)
+    engine.pump(budget_seconds=5)
+    subscription.refresh_from_db()
+    assert subscription.active and subscription.failing_since is None
