@@ -33,8 +33,34 @@ OPERATIONS = [
     ("delete", "delete", "/v1/webhooks/subscriptions/{id}", None, "webhooks:write", 204, True),
     ("log", "get", "/v1/webhooks/subscriptions/{id}/deliveries", None, "audit:read", 200, True),
     ("test", "post", "/v1/webhooks/subscriptions/{id}/test", None, "webhooks:write", 202, True),
+    ("rotate", "post", "/v1/webhooks/subscriptions/{id}/rotate-secret", None, "webhooks:write", 200, True),
+    ("delivery", "get", "/v1/webhooks/subscriptions/{id}/deliveries/{delivery}", None, "audit:read", 200, True),
+    (
+        "redeliver",
+        "post",
+        "/v1/webhooks/subscriptions/{id}/deliveries/{delivery}/redeliver",
+        None,
+        "webhooks:write",
+        202,
+        True,
+    ),
+    ("publish", "post", "/v1/events", {"type": "invoice.paid", "data": {}}, "events:write", 202, False),
 ]
-ALL_SCOPES = ["webhooks:read", "webhooks:write", "audit:read"]
+ALL_SCOPES = ["webhooks:read", "webhooks:write", "audit:read", "events:write"]
+
+
+def with_history(subscription: Subscription) -> Subscription:
+    """Give the subscription a finished delivery, so delivery operations have a target."""
+    event = Event.objects.create(tenant=subscription.tenant, type="invoice.paid", data={})
+    Delivery.objects.create(
+        tenant=subscription.tenant,
+        event=event,
+        subscription=subscription,
+        event_type=event.type,
+        status="failed",
+        attempt_count=1,
+    )
+    return subscription
 
 
 def snapshot() -> tuple:
@@ -48,7 +74,10 @@ def snapshot() -> tuple:
 
 def call(client: APIClient, operation: tuple, subscription_id: str):
     _, method, path, body, *_ = operation
-    return getattr(client, method)(path.format(id=subscription_id), body, format="json" if body else None)
+    delivery = Delivery.objects.filter(subscription_id=subscription_id).first()
+    # A delivery id of the targeted subscription where one exists, a well-formed unknown one where not.
+    path = path.format(id=subscription_id, delivery=delivery.id if delivery else "dlv_Unknown000000000000000")
+    return getattr(client, method)(path, body, format="json" if body else None)
 
 
 def bearer(value: str) -> APIClient:
@@ -80,7 +109,7 @@ def bad_callers(alice, make_key) -> dict[str, APIClient]:
 
 @pytest.mark.parametrize("operation", OPERATIONS, ids=[op[0] for op in OPERATIONS])
 def test_it_answers_401_to_every_bad_key_and_changes_nothing(operation, alice, make_key, make_subscription):
-    subscription = make_subscription(alice)
+    subscription = with_history(make_subscription(alice))
     callers = bad_callers(alice, make_key)
     before = snapshot()
     bodies = set()
@@ -97,7 +126,7 @@ def test_it_answers_401_to_every_bad_key_and_changes_nothing(operation, alice, m
 
 @pytest.mark.parametrize("operation", OPERATIONS, ids=[op[0] for op in OPERATIONS])
 def test_it_answers_403_naming_the_missing_scope(operation, alice, client_for, make_subscription):
-    subscription = make_subscription(alice)
+    subscription = with_history(make_subscription(alice))
     scope = operation[4]
     client = client_for(alice, [s for s in ALL_SCOPES if s != scope])
     before = snapshot()
@@ -111,8 +140,8 @@ def test_it_answers_403_naming_the_missing_scope(operation, alice, client_for, m
 @pytest.mark.parametrize("operation", [op for op in OPERATIONS if op[6]], ids=[op[0] for op in OPERATIONS if op[6]])
 @pytest.mark.parametrize("target", ["other tenant", "unknown", "malformed", "nul byte", "unicode", "deleted"])
 def test_it_answers_404_for_objects_it_cannot_see(operation, target, alice, charlie, client_for, make_subscription):
-    theirs = make_subscription(charlie)
-    deleted = make_subscription(alice)
+    theirs = with_history(make_subscription(charlie))
+    deleted = with_history(make_subscription(alice))
     deleted.soft_delete()
     subscription_id = {
         "other tenant": theirs.id,
@@ -134,7 +163,7 @@ def test_it_answers_404_for_objects_it_cannot_see(operation, target, alice, char
 def test_it_succeeds_with_the_right_key(
     operation, alice, client_for, make_subscription, django_capture_on_commit_callbacks
 ):
-    subscription = make_subscription(alice)
+    subscription = with_history(make_subscription(alice))
     with django_capture_on_commit_callbacks(execute=False):
         response = call(client_for(alice, [operation[4]]), operation, subscription.id)
     assert response.status_code == operation[5], response.content

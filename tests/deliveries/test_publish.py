@@ -1,0 +1,174 @@
+from __future__ import annotations
+
+import io
+import json
+from datetime import timedelta
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import transaction
+from django.utils import timezone
+
+from deliveries.models import Delivery, Event
+from deliveries.services import event_publish
+
+EVENTS = "/v1/events"
+
+
+@pytest.fixture
+def publisher(alice, client_for):
+    return client_for(alice, ["events:write"])
+
+
+@pytest.mark.parametrize(
+    ("patterns", "event_type", "matches"),
+    [
+        (["invoice.paid"], "invoice.paid", True),
+        (["invoice.paid"], "invoice.failed", False),
+        (["invoice.*"], "invoice.paid", True),
+        (["invoice.*"], "invoice.payment.failed", True),
+        (["invoice.*"], "invoice", False),
+        (["invoice.*"], "invoices.paid", False),
+        (["*"], "anything.at.all", True),
+        (["user.created", "invoice.*"], "invoice.paid", True),
+    ],
+)
+def test_it_matches_patterns(
+    alice, make_subscription, patterns, event_type, matches, django_capture_on_commit_callbacks
+):
+    subscription = make_subscription(alice, events=patterns)
+    with django_capture_on_commit_callbacks(execute=False):
+        event = event_publish(tenant=alice, event_type=event_type, data={})
+    assert Delivery.objects.filter(event=event, subscription=subscription).exists() is matches
+
+
+def test_it_fans_out_to_live_active_subscriptions_of_the_tenant_only(
+    alice, charlie, make_subscription, django_capture_on_commit_callbacks
+):
+    wanted = [make_subscription(alice) for _ in range(3)]
+    make_subscription(alice, active=False)
+    make_subscription(alice).soft_delete()
+    make_subscription(charlie)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        event = event_publish(tenant=alice, event_type="invoice.paid", data={"a": 1})
+    assert event.delivery_count == 3
+    assert set(Delivery.objects.filter(event=event).values_list("subscription_id", flat=True)) == {s.id for s in wanted}
+    assert Delivery.objects.filter(event=event, status="pending", attempt_count=0).count() == 3
+    assert len(callbacks) == 1
+
+
+def test_a_rolled_back_publish_leaves_nothing_and_wakes_no_one(
+    alice, make_subscription, django_capture_on_commit_callbacks
+):
+    make_subscription(alice)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        with pytest.raises(RuntimeError), transaction.atomic():
+            event_publish(tenant=alice, event_type="invoice.paid", data={})
+            raise RuntimeError("the caller's transaction fails")
+    assert callbacks == []
+    assert Event.objects.count() == 0 and Delivery.objects.count() == 0
+
+
+def test_the_api_publishes_and_counts_deliveries(
+    publisher, alice, make_subscription, django_capture_on_commit_callbacks
+):
+    make_subscription(alice, events=["invoice.*"])
+    make_subscription(alice, events=["user.*"])
+    with django_capture_on_commit_callbacks(execute=False):
+        response = publisher.post(EVENTS, {"type": "invoice.paid", "data": {"amount": 5}}, format="json")
+    assert response.status_code == 202
+    body = response.json()
+    assert body["id"].startswith("evt_") and body == {"id": body["id"], "type": "invoice.paid", "deliveries": 1}
+    assert Event.objects.get(pk=body["id"]).data == {"amount": 5}
+
+
+def test_the_same_idempotency_key_within_a_day_answers_with_the_first_event(
+    publisher, alice, make_subscription, django_capture_on_commit_callbacks
+):
+    make_subscription(alice)
+    with django_capture_on_commit_callbacks(execute=False):
+        first = publisher.post(EVENTS, {"type": "a.b", "data": {}, "idempotency_key": "k1"}, format="json").json()
+        again = publisher.post(EVENTS, {"type": "c.d", "data": {"x": 1}, "idempotency_key": "k1"}, format="json")
+    assert again.status_code == 202 and again.json() == first
+    assert Event.objects.count() == 1 and Delivery.objects.count() == 1
+    Event.objects.filter(pk=first["id"]).update(created_at=timezone.now() - timedelta(hours=25))
+    with django_capture_on_commit_callbacks(execute=False):
+        later = publisher.post(EVENTS, {"type": "a.b", "data": {}, "idempotency_key": "k1"}, format="json").json()
+    assert later["id"] != first["id"] and Event.objects.count() == 2
+
+
+def test_idempotency_keys_are_per_tenant(publisher, charlie, client_for, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False):
+        mine = publisher.post(EVENTS, {"type": "a.b", "data": {}, "idempotency_key": "k"}, format="json").json()
+        theirs = (
+            client_for(charlie, ["events:write"])
+            .post(EVENTS, {"type": "a.b", "data": {}, "idempotency_key": "k"}, format="json")
+            .json()
+        )
+    assert mine["id"] != theirs["id"]
+
+
+@pytest.mark.parametrize(
+    ("field", "body"),
+    [
+        ("type", {"data": {}}),
+        ("type", {"type": "invoice.*", "data": {}}),
+        ("type", {"type": "*", "data": {}}),
+        ("type", {"type": "Invoice.Paid", "data": {}}),
+        ("type", {"type": 5, "data": {}}),
+        ("type", {"type": "a" * 201, "data": {}}),
+        ("data", {"type": "a.b"}),
+        ("data", {"type": "a.b", "data": [1]}),
+        ("data", {"type": "a.b", "data": "text"}),
+        ("data", {"type": "a.b", "data": None}),
+        ("data", {"type": "a.b", "data": {"k": "nul\u0000"}}),
+        ("data", {"type": "a.b", "data": {"nul\u0000": 1}}),
+        ("idempotency_key", {"type": "a.b", "data": {}, "idempotency_key": 7}),
+        ("idempotency_key", {"type": "a.b", "data": {}, "idempotency_key": "k" * 201}),
+    ],
+)
+def test_the_api_rejects_bad_events_by_field(publisher, field, body):
+    response = publisher.post(EVENTS, body, format="json")
+    assert response.status_code == 400, response.content
+    assert field in response.json()
+    assert Event.objects.count() == 0
+
+
+def test_an_event_over_256_kb_is_a_413(publisher):
+    raw = json.dumps({"type": "a.b", "data": {"blob": "x" * (256 * 1024)}}).encode()
+    response = publisher.generic("POST", EVENTS, raw, content_type="application/json")
+    assert response.status_code == 413
+    assert Event.objects.count() == 0
+
+
+def test_publishing_needs_the_events_write_scope(alice, client_for):
+    response = client_for(alice, ["webhooks:write"]).post(EVENTS, {"type": "a.b", "data": {}}, format="json")
+    assert response.status_code == 403 and response.json()["required_scope"] == "events:write"
+
+
+def run(*args) -> tuple[str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    call_command(*args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def test_the_command_prints_the_event_id_last(alice, make_subscription, django_capture_on_commit_callbacks):
+    make_subscription(alice)
+    with django_capture_on_commit_callbacks(execute=False):
+        out, _ = run("publish_event", "alice", "invoice.paid", "--data", '{"a": 1}', "--idempotency-key", "x")
+    event_id = out.strip().splitlines()[-1]
+    assert Event.objects.get(pk=event_id).deliveries.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nobody", "a.b"], "Unknown"),
+        (["alice", "a.*"], "type"),
+        (["alice", "a.b", "--data", "{bad"], "not valid JSON"),
+        (["alice", "a.b", "--data", "[1]"], "data"),
+    ],
+)
+def test_the_command_explains_bad_input(alice, args, message):
+    with pytest.raises(CommandError, match=message):
+        run("publish_event", *args)
