@@ -15,6 +15,7 @@ followed, and no more than MAX_BODY_BYTES of a response is read.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import os
 import socket
@@ -164,6 +165,11 @@ class Sender:
         )
         return aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",), auto_decompress=False)
 
+    def close(self) -> None:
+        if self.loop.is_running():
+            asyncio.run_coroutine_threadsafe(self.session.close(), self.loop).result(timeout=5)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+
     def submit(self, url: str, body: bytes, headers: dict[str, str]) -> concurrent.futures.Future[HttpResult]:
         return asyncio.run_coroutine_threadsafe(post_webhook(self.session, url, body, headers), self.loop)
 
@@ -179,6 +185,7 @@ def sender() -> Sender:
     with _sender_lock:
         if _sender is None or _sender_pid != os.getpid():
             _sender, _sender_pid = Sender(), os.getpid()
+            atexit.register(_sender.close)
         return _sender
 
 

@@ -76,3 +76,24 @@ def test_it_refuses_private_targets_without_connecting(target):
 def test_an_unresolvable_name_is_a_failed_attempt():
     result = http.send("https://nowhere.test/", b"{}", {})
     assert result.status_code is None and "Could not resolve" in result.error
+
+
+def test_the_resolver_is_asked_once_per_attempt_and_a_mixed_answer_never_connects(settings):
+    from tests.support import resolver
+    from tests.support.canary import Canary
+
+    settings.ASIRI_RESOLVER = "tests.support.resolver.counting_resolve"
+    resolver.calls.clear()
+    with Canary() as canary:
+        results = [http.send(f"http://mixed-loopback.test:{canary.port}/", b"{}", {}) for _ in range(3)]
+    assert all(r.error.startswith("Refused:") for r in results), results
+    assert resolver.calls == ["mixed-loopback.test"] * 3
+    assert canary.connections == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("120", 120.0), ("0", 0.0), ("soon", None), ("", None), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)],
+)
+def test_it_reads_retry_after(value, seconds):
+    assert http.parse_retry_after(value) == seconds

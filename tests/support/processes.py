@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -33,8 +35,49 @@ def service_env(**extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def celery_worker(*, ready_timeout: float = 30.0, **extra_env: str) -> Iterator[subprocess.Popen]:
-    """Start `celery worker` as the Procfile does and wait until it consumes."""
+def _service(
+    command: list[str], ready_marker: str, env: dict[str, str], ready_timeout: float
+) -> Iterator[subprocess.Popen]:
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def pump() -> None:
+        for line in process.stdout:
+            lines.append(line)
+            if ready_marker in line:
+                ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + ready_timeout
+    while not ready.is_set() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not ready.is_set():
+        os.killpg(process.pid, signal.SIGKILL)
+        raise RuntimeError(f"{command[3:5]} did not start:\n" + "".join(lines[-40:]))
+    process.lines = lines  # type: ignore[attr-defined]
+    try:
+        yield process
+    finally:
+        stop(process)
+
+
+def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    """Stop a service and everything it started (Celery's pool children included)."""
+    try:
+        os.killpg(process.pid, sig)
+        process.wait(timeout=15)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def celery_worker(*, concurrency: int = 2, ready_timeout: float = 30.0, **extra_env: str):
+    """`celery worker` as the Procfile starts it, on this test run's database."""
     command = [
         sys.executable,
         "-m",
@@ -45,45 +88,80 @@ def celery_worker(*, ready_timeout: float = 30.0, **extra_env: str) -> Iterator[
         "--loglevel",
         "INFO",
         "--concurrency",
-        "2",
+        str(concurrency),
         "--without-mingle",
         "--without-gossip",
     ]
-    process = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env=service_env(**extra_env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    lines: list[str] = []
-    ready = threading.Event()
+    return _service(command, " ready.", service_env(**extra_env), ready_timeout)
 
-    def pump() -> None:
-        for line in process.stdout:
-            lines.append(line)
-            if " ready." in line:
-                ready.set()
 
-    threading.Thread(target=pump, daemon=True).start()
-    deadline = time.monotonic() + ready_timeout
-    while not ready.is_set() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if not ready.is_set():
-        process.kill()
-        raise RuntimeError("Celery worker did not start:\n" + "".join(lines[-40:]))
+def celery_beat(data_dir: Path, *, ready_timeout: float = 30.0, **extra_env: str):
+    """`celery beat`: it runs the dispatcher every ASIRI_DISPATCH_INTERVAL seconds."""
+    command = [sys.executable, "-m", "celery", "-A", "asiri", "beat", "--loglevel", "INFO"]
+    env = service_env(ASIRI_DATA_DIR=str(data_dir), **extra_env)
+    return _service(command, "beat: Starting", env, ready_timeout)
+
+
+@contextmanager
+def redis_server(data_dir: Path) -> Iterator[RedisProcess]:
+    """A Redis of this test's own on a free loopback port, which the test may flush and restart."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = RedisProcess(port, data_dir)
+    server.start()
     try:
-        yield process
+        yield server
     finally:
-        try:
-            os.killpg(process.pid, 15)
-            process.wait(timeout=15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(process.pid, 9)
-            process.wait()
-        process.output = "".join(lines)  # type: ignore[attr-defined]
+        server.stop()
+
+
+class RedisProcess:
+    def __init__(self, port: int, data_dir: Path) -> None:
+        self.port = port
+        self.data_dir = data_dir
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.data_dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_until(
+            lambda: (
+                subprocess.run(
+                    ["redis-cli", "-p", str(self.port), "ping"], capture_output=True, text=True
+                ).stdout.strip()
+                == "PONG"
+            ),
+            timeout=10,
+        )
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)
+            self.process = None
+
+    def flushall(self) -> None:
+        subprocess.run(["redis-cli", "-p", str(self.port), "FLUSHALL"], check=True, capture_output=True)
 
 
 def wait_until(predicate, timeout: float):

@@ -19,3 +19,24 @@ def local_resolve(host: str, port: int) -> list[str]:
         return list(TABLE[host.lower().rstrip(".")])
     except KeyError:
         raise socket.gaierror(socket.EAI_NONAME, f"{host} is not in the test resolver's table") from None
+
+
+TABLE.update(
+    {
+        "loopback.test": ["127.0.0.1"],
+        "loopback6.test": ["::1"],
+        "zero.test": ["0.0.0.0"],
+        "mapped.test": ["::ffff:127.0.0.1"],
+        # Loopback first: if the guard ever let a mixed answer through, the connection would
+        # land on this machine's canary, never on the public address.
+        "mixed-loopback.test": ["127.0.0.1", "93.184.215.14"],
+    }
+)
+
+calls: list[str] = []
+
+
+def counting_resolve(host: str, port: int) -> list[str]:
+    """The table resolver, recording each call (in this process)."""
+    calls.append(host)
+    return local_resolve(host, port)

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.utils import timezone
+
+from deliveries.models import Attempt, Delivery, Event
+from deliveries.services import deliveries_purge_expired
+from webhooks.models import Subscription
+
+
+def add(subscription, *, age_days: float) -> Delivery:
+    created = timezone.now() - timedelta(days=age_days)
+    event = Event.objects.create(tenant=subscription.tenant, type="a.b", data={}, created_at=created)
+    delivery = Delivery.objects.create(
+        tenant=subscription.tenant,
+        event=event,
+        subscription=subscription,
+        event_type="a.b",
+        created_at=created,
+        status="succeeded",
+    )
+    Attempt.objects.create(delivery=delivery, number=1, started_at=created, duration_ms=1, response_status_code=200)
+    return delivery
+
+
+def test_it_removes_history_past_retention_in_batches(alice, make_subscription, settings):
+    settings.ASIRI_RETENTION_DAYS = 30
+    subscription = make_subscription(alice)
+    old = [add(subscription, age_days=31) for _ in range(7)]
+    recent = add(subscription, age_days=29)
+    assert deliveries_purge_expired(batch=3) == 7
+    assert list(Delivery.objects.values_list("id", flat=True)) == [recent.id]
+    assert not Attempt.objects.filter(delivery_id__in=[d.id for d in old]).exists()
+    assert list(Event.objects.values_list("id", flat=True)) == [recent.event_id]
+
+
+def test_deleted_subscriptions_go_once_their_history_has(alice, make_subscription):
+    gone = make_subscription(alice)
+    add(gone, age_days=40)
+    Subscription.objects.filter(pk=gone.pk).update(deleted_at=timezone.now() - timedelta(days=35))
+    recently_deleted = make_subscription(alice)
+    Subscription.objects.filter(pk=recently_deleted.pk).update(deleted_at=timezone.now() - timedelta(days=2))
+    deliveries_purge_expired()
+    assert list(Subscription.objects.values_list("id", flat=True)) == [recently_deleted.id]
