@@ -131,8 +131,13 @@ class KeysetPagination(BasePagination):
                 {self.cursor_query_param: ["Invalid cursor: use the next or previous link of a listing."]}
             ) from None
 
+    @staticmethod
+    def cursor_for(row, backwards: bool = False) -> str:
+        """The cursor of the page that starts after (or, backwards, before) this row."""
+        return signing.dumps([row.created_at.isoformat(), row.id, backwards], salt=_CURSOR_SALT, compress=True)
+
     def _link(self, row, backwards: bool) -> str:
-        token = signing.dumps([row.created_at.isoformat(), row.id, backwards], salt=_CURSOR_SALT, compress=True)
+        token = self.cursor_for(row, backwards)
         url = self.request.build_absolute_uri()
         return replace_query_param(url, self.cursor_query_param, token)
 

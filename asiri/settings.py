@@ -131,7 +131,7 @@ ASIRI_DISPATCH_INTERVAL = env_float("ASIRI_DISPATCH_INTERVAL", 1.0)
 # Sends one worker process keeps in flight, and at most this many to one endpoint, so a slow
 # endpoint can hold only a bounded share of them.
 ASIRI_SEND_CONCURRENCY = env_int("ASIRI_SEND_CONCURRENCY", 100)
-ASIRI_SEND_CONCURRENCY_PER_ENDPOINT = env_int("ASIRI_SEND_CONCURRENCY_PER_ENDPOINT", 20)
+ASIRI_SEND_CONCURRENCY_PER_ENDPOINT = env_int("ASIRI_SEND_CONCURRENCY_PER_ENDPOINT", 50)
 # A worker task keeps claiming due deliveries for this long before handing over.
 ASIRI_PUMP_SECONDS = env_float("ASIRI_PUMP_SECONDS", 20.0)
 ASIRI_DISABLE_AFTER_HOURS = env_float("ASIRI_DISABLE_AFTER_HOURS", 120.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -20,6 +21,7 @@ from webhooks.models import Subscription
 logger = logging.getLogger(__name__)
 
 MAX_WAKEUPS_PER_DISPATCH = 8
+WAKEUP_COALESCE = 0.05  # must stay well below engine.IDLE_LINGER
 PURGE_BATCH = 1000
 
 
@@ -27,10 +29,23 @@ class DeliveryConflict(Exception):
     """The delivery cannot be redelivered in its current state."""
 
 
+_last_wakeup = 0.0
+
+
 def _wake_workers_after_commit(count: int = 1, *, only_ids: list[str] | None = None) -> None:
+    """After commit, ask workers to send what is due.
+
+    A worker woken less than WAKEUP_COALESCE seconds ago is still pumping (it lingers for
+    longer than that before it stops), so a burst of publishes costs one wake-up, not one each.
+    """
     from deliveries.tasks import deliver  # tasks import this module
 
     def wake() -> None:
+        global _last_wakeup
+        now = time.monotonic()
+        if only_ids is None and count == 1 and now - _last_wakeup < WAKEUP_COALESCE:
+            return
+        _last_wakeup = now
         try:
             for _ in range(count):
                 deliver.delay(only_ids=only_ids)
@@ -56,14 +71,16 @@ def event_publish(
             existing = _event_for_key(tenant, idempotency_key, now)
             if existing is not None:
                 return existing
-        try:
-            with transaction.atomic():
-                event = Event.objects.create(
-                    tenant=tenant, type=event_type, data=data, created_at=now, idempotency_key=idempotency_key
-                )
-        except IntegrityError:
-            # Another request with the same key won the race: answer with its event.
-            return _event_for_key(tenant, idempotency_key, now)
+        event = Event(tenant=tenant, type=event_type, data=data, created_at=now, idempotency_key=idempotency_key)
+        if idempotency_key is None:
+            event.save(force_insert=True)
+        else:
+            try:
+                with transaction.atomic():  # a savepoint, only where a key can collide
+                    event.save(force_insert=True)
+            except IntegrityError:
+                # Another request with the same key won the race: answer with its event.
+                return _event_for_key(tenant, idempotency_key, now)
         subscriptions = [s for s in Subscription.objects.receiving().for_tenant(tenant) if s.wants(event_type)]
         Delivery.objects.bulk_create(
             [

@@ -1,0 +1,428 @@
+#!/usr/bin/env python
+"""Delivery benchmark on the real stack: PostgreSQL, Redis, a Celery worker and beat as the
+Procfile starts them, gunicorn for the API, and a fast aiohttp receiver on 127.0.0.1.
+
+    python bench/delivery.py [--events 5000] [--log-rows 1000000]   (or: make bench)
+
+Prints, in one run, each scenario beside a baseline measured in the same run:
+  1. throughput: N published events (1 KB data) to one subscription, deliveries/s and
+     publish→receipt latency, beside a bare asyncio client sending the same signed requests;
+  2. slow receivers: 1,000 deliveries to 10 endpoints that answer after 200 ms;
+  3. fan-out: one event to 1,000 subscriptions, the API call and until all are received;
+  4. POST /v1/events and GET …/deliveries latency with a large delivery table (page 1 vs 1,000).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DB_NAME = "asiri_bench"
+ENV = {
+    "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
+    "CELERY_BROKER_URL": "redis://127.0.0.1:6379/14",
+    "DJANGO_SECRET_KEY": "bench-only",
+    "DJANGO_DEBUG": "0",
+    "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+    "ASIRI_ALLOW_PRIVATE_URLS": "1",
+    "ASIRI_REQUIRE_HTTPS": "0",
+    "ASIRI_LOG_LEVEL": "WARNING",
+}
+os.environ.update(ENV)
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "asiri.settings")
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+class Stack:
+    """The service's processes, started as the Procfile starts them."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.processes: list[subprocess.Popen] = []
+        self.web_port = free_port()
+        self.fast_port = free_port()
+        self.slow_ports = [free_port() for _ in range(10)]
+        self.env = {
+            **os.environ,
+            "ASIRI_DATA_DIR": str(workdir),
+            "PORT": str(self.web_port),
+            "HOST": "127.0.0.1",
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        }
+
+    def start(self, name: str, command: str, marker: str, env: dict | None = None) -> None:
+        log = open(self.workdir / f"{name}.log", "w")
+        process = subprocess.Popen(  # noqa: S602 (Procfile lines are shell commands, as honcho runs them)
+            command,
+            shell=True,
+            cwd=ROOT,
+            env=env or self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.processes.append(process)
+        deadline = time.monotonic() + 60
+        while marker not in (self.workdir / f"{name}.log").read_text():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"{name} did not start:\n{(self.workdir / f'{name}.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+
+    def procfile(self, name: str) -> str:
+        for line in (ROOT / "Procfile").read_text().splitlines():
+            if line.startswith(f"{name}:"):
+                return line.split(":", 1)[1].strip()
+        raise KeyError(name)
+
+    def up(self) -> None:
+        ports = " ".join(map(str, [self.fast_port, *self.slow_ports]))
+        slow = " ".join(map(str, self.slow_ports))
+        self.start(
+            "receiver", f"{sys.executable} bench/receiver.py --ports {ports} --slow-ports {slow}", "receiver ready"
+        )
+        self.start("web", self.procfile("web"), "Booting worker")
+        self.start("worker", self.procfile("worker"), " ready.")
+        self.start("beat", self.procfile("beat"), "beat: Starting")
+
+    def down(self) -> None:
+        for process in reversed(self.processes):
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(timeout=20)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+def prepare_database() -> None:
+    import psycopg
+
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {DB_NAME}")
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True)
+    import redis
+
+    redis.Redis.from_url(ENV["CELERY_BROKER_URL"]).flushdb()
+
+
+def receiver_stats(stack: Stack, since: float = 0, times: bool = False) -> dict:
+    import requests
+
+    params = {"since": since, **({"times": 1} if times else {})}
+    return requests.get(f"http://127.0.0.1:{stack.fast_port}/stats", params=params, timeout=30).json()
+
+
+def receiver_reset(stack: Stack) -> None:
+    import requests
+
+    requests.post(f"http://127.0.0.1:{stack.fast_port}/reset", timeout=10)
+
+
+def wait_for_unique(stack: Stack, count: int, timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    last = -1
+    while time.monotonic() < deadline:
+        unique = receiver_stats(stack)["unique"]
+        if unique >= count:
+            return time.time()
+        if unique != last:
+            last = unique
+        time.sleep(0.05)
+    raise SystemExit(f"only {last} of {count} deliveries arrived within {timeout:.0f} s")
+
+
+async def bare_client(url: str, secret: str, count: int, in_flight: int) -> float:
+    """The baseline: the same signed requests from a bare asyncio client, no database."""
+    import aiohttp
+
+    from deliveries.signing import signature_header
+
+    body = json.dumps(
+        {"id": "evt_x", "type": "invoice.paid", "timestamp": "2026-01-01T00:00:00.000Z", "data": {"blob": "x" * 1000}},
+        separators=(",", ":"),
+    ).encode()
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for n in range(count):
+        queue.put_nowait(n)
+
+    async def one(session: aiohttp.ClientSession) -> None:
+        while not queue.empty():
+            n = queue.get_nowait()
+            ts = int(time.time())
+            headers = {
+                "content-type": "application/json",
+                "webhook-id": f"base_{n}",
+                "webhook-timestamp": str(ts),
+                "webhook-signature": signature_header([secret], f"base_{n}", ts, body),
+            }
+            async with session.post(url, data=body, headers=headers) as response:
+                await response.read()
+
+    started = time.monotonic()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=in_flight)) as session:
+        await asyncio.gather(*(one(session) for _ in range(in_flight)))
+    return count / (time.monotonic() - started)
+
+
+def scenario_throughput(stack: Stack, tenant, events: int, publishers: int) -> dict:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    from deliveries.models import Delivery
+    from deliveries.services import event_publish
+    from webhooks.services import subscription_create
+
+    receiver_reset(stack)
+    subscription = subscription_create(
+        tenant=tenant, url=f"http://127.0.0.1:{stack.fast_port}/throughput", events=["bench.throughput"]
+    )
+    data = {"blob": "x" * 1000}
+    published: dict[str, float] = {}
+
+    def publish(count: int) -> None:
+        try:
+            for _ in range(count):
+                event = event_publish(tenant=tenant, event_type="bench.throughput", data=data)
+                published[event.id] = time.time()
+        finally:
+            connection.close()
+
+    started = time.time()
+    shares = [events // publishers + (1 if n < events % publishers else 0) for n in range(publishers)]
+    with ThreadPoolExecutor(publishers) as pool:
+        list(pool.map(publish, shares))
+    publish_done = time.time()
+    finished = wait_for_unique(stack, events, timeout=600)
+    receipts = receiver_stats(stack, since=started - 1, times=True)["times"]
+    latencies = []
+    for delivery_id, event_id in Delivery.objects.filter(subscription=subscription).values_list("id", "event_id"):
+        if delivery_id in receipts:
+            latencies.append((receipts[delivery_id] - published[event_id]) * 1000)
+    rate = events / (finished - started)
+    baseline = asyncio.run(bare_client(f"http://127.0.0.1:{stack.fast_port}/baseline", subscription.secret, events, 50))
+    return {
+        "events": events,
+        "deliveries_per_s": rate,
+        "publish_per_s": events / (publish_done - started),
+        "p50_ms": statistics.median(latencies),
+        "p99_ms": percentile(latencies, 0.99),
+        "baseline_per_s": baseline,
+        "ratio": rate / baseline,
+    }
+
+
+def scenario_slow(stack: Stack, tenant, count: int = 1000) -> dict:
+    from deliveries.services import event_publish
+    from webhooks.services import subscription_create
+
+    for n, port in enumerate(stack.slow_ports):
+        subscription_create(tenant=tenant, url=f"http://127.0.0.1:{port}/slow{n}", events=[f"bench.slow{n}"])
+    per_endpoint = count // len(stack.slow_ports)
+    before = receiver_stats(stack)["unique"]
+    started = time.time()
+    for _ in range(per_endpoint):
+        for n in range(len(stack.slow_ports)):
+            event_publish(tenant=tenant, event_type=f"bench.slow{n}", data={"n": n})
+    finished = wait_for_unique(stack, before + count, timeout=600)
+    return {"deliveries": count, "endpoints": len(stack.slow_ports), "deliveries_per_s": count / (finished - started)}
+
+
+def scenario_fanout(stack: Stack, tenant, api_key: str, subscriptions: int = 1000) -> dict:
+    import requests
+
+    from webhooks.models import Subscription
+
+    Subscription.objects.bulk_create(
+        [
+            Subscription(tenant=tenant, url=f"http://127.0.0.1:{stack.fast_port}/fan{n}", events=["bench.fanout"])
+            for n in range(subscriptions)
+        ]
+    )
+    before = receiver_stats(stack)["unique"]
+    started = time.time()
+    response = requests.post(
+        f"http://127.0.0.1:{stack.web_port}/v1/events",
+        timeout=60,
+        headers={"Authorization": f"Bearer {api_key}"},
+        json={"type": "bench.fanout", "data": {"hello": "everyone"}},
+    )
+    published = time.time()
+    assert response.status_code == 202 and response.json()["deliveries"] == subscriptions, response.text
+    finished = wait_for_unique(stack, before + subscriptions, timeout=120)
+    return {
+        "subscriptions": subscriptions,
+        "publish_ms": (published - started) * 1000,
+        "all_received_s": finished - started,
+    }
+
+
+def fill_log(subscription_id: str, tenant_id: int, rows: int) -> None:
+    """Bulk rows straight in SQL: a million deliveries (with one attempt each) in seconds."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO deliveries_event (id, tenant_id, type, data, created_at) "
+            "VALUES ('evt_benchfill', %s, 'bench.fill', '{}', now())",
+            [tenant_id],
+        )
+        batch = 200_000
+        for start in range(0, rows, batch):
+            cursor.execute(
+                """
+                INSERT INTO deliveries_delivery (id, tenant_id, event_id, subscription_id, event_type, status,
+                    is_test, attempt_count, response_status_code, created_at, last_attempt_at, series_start,
+                    failure_reason)
+                SELECT 'dlv_fill' || lpad(g::text, 12, '0'), %s, 'evt_benchfill', %s, 'bench.fill', 'succeeded',
+                    false, 1, 200, now() - (g || ' seconds')::interval, now() - (g || ' seconds')::interval, 0, ''
+                FROM generate_series(%s, %s) AS g
+                """,
+                [tenant_id, subscription_id, start, min(start + batch, rows) - 1],
+            )
+            cursor.execute(
+                """
+                INSERT INTO deliveries_attempt (delivery_id, number, started_at, duration_ms, response_status_code,
+                    response_body, error)
+                SELECT 'dlv_fill' || lpad(g::text, 12, '0'), 1, now() - (g || ' seconds')::interval, 12, 200, '', ''
+                FROM generate_series(%s, %s) AS g
+                """,
+                [start, min(start + batch, rows) - 1],
+            )
+            say(f"    {min(start + batch, rows):,} rows")
+        cursor.execute("ANALYZE deliveries_delivery; ANALYZE deliveries_attempt")
+
+
+def scenario_api_latency(stack: Stack, tenant, api_key: str, rows: int, samples: int = 200) -> dict:
+    import requests
+
+    from asiri.api import KeysetPagination
+    from deliveries.models import Delivery
+    from webhooks.services import subscription_create
+
+    subscription = subscription_create(
+        tenant=tenant, url=f"http://127.0.0.1:{stack.fast_port}/log", events=["bench.log"]
+    )
+    say(f"  filling the delivery table with {rows:,} rows")
+    fill_log(subscription.id, tenant.id, rows)
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {api_key}"
+    base = f"http://127.0.0.1:{stack.web_port}/v1/webhooks/subscriptions/{subscription.id}/deliveries"
+    row = Delivery.objects.filter(subscription=subscription).order_by("-created_at", "-id")[49_999]
+    page_1000 = f"{base}?cursor={KeysetPagination.cursor_for(row)}"
+
+    def timed(call) -> list[float]:
+        times = []
+        for _ in range(samples):
+            started = time.perf_counter()
+            response = call()
+            times.append((time.perf_counter() - started) * 1000)
+            assert response.status_code in (200, 202), response.text[:300]
+        return times
+
+    results = {}
+    for name, call in {
+        "log page 1": lambda: session.get(base),
+        "log page 1,000": lambda: session.get(page_1000),
+        "POST /v1/events": lambda: session.post(
+            f"http://127.0.0.1:{stack.web_port}/v1/events", json={"type": "bench.log", "data": {"n": 1}}
+        ),
+    }.items():
+        timed(call)  # warm up
+        times = timed(call)
+        results[name] = {"p50_ms": statistics.median(times), "p99_ms": percentile(times, 0.99)}
+    results["rows"] = rows
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=5000)
+    parser.add_argument("--log-rows", type=int, default=1_000_000)
+    parser.add_argument("--publishers", type=int, default=4, help="threads publishing events in scenario 1")
+    parser.add_argument("--only", choices=["throughput", "slow", "fanout", "api"], nargs="*")
+    args = parser.parse_args()
+    wanted = set(args.only or ["throughput", "slow", "fanout", "api"])
+
+    say("ASIRI Webhooks delivery benchmark")
+    say(f"  machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    say("  preparing a fresh benchmark database")
+    prepare_database()
+    import django
+
+    django.setup()
+    from tenants.models import ApiKey, Tenant
+
+    tenant = Tenant.objects.create(slug="bench", name="Benchmark")
+    _, api_key = ApiKey.issue(tenant=tenant, scopes=["webhooks:read", "audit:read", "events:write"])
+    workdir = Path(tempfile.mkdtemp(prefix="asiri-bench-"))
+    stack = Stack(workdir)
+    say("  starting receiver, web (gunicorn), worker and beat as the Procfile does")
+    stack.up()
+    report = {}
+    try:
+        if "throughput" in wanted:
+            say(f"\n1. Throughput: {args.events:,} events (1 KB data) to one subscription")
+            r = report["throughput"] = scenario_throughput(stack, tenant, args.events, args.publishers)
+            say(f"   ours:     {r['deliveries_per_s']:8.0f} deliveries/s")
+            say(f"             (published by {args.publishers} threads at {r['publish_per_s']:.0f} events/s)")
+            say(f"   baseline: {r['baseline_per_s']:8.0f} requests/s   (bare asyncio client, 50 in flight, no DB)")
+            say(
+                f"   ratio ours/baseline: {r['ratio']:.2f}   latency publish→receipt p50 {r['p50_ms']:.0f} ms, "
+                f"p99 {r['p99_ms']:.0f} ms"
+            )
+        if "slow" in wanted:
+            say("\n2. Slow receivers: 1,000 deliveries to 10 endpoints answering after 200 ms")
+            r = report["slow"] = scenario_slow(stack, tenant)
+            say(f"   {r['deliveries_per_s']:.0f} deliveries/s  (a one-at-a-time sender would do 5/s per endpoint)")
+        if "fanout" in wanted:
+            say("\n3. Fan-out: one event to 1,000 subscriptions")
+            r = report["fanout"] = scenario_fanout(stack, tenant, api_key)
+            say(
+                f"   POST /v1/events took {r['publish_ms']:.0f} ms; all {r['subscriptions']} received after "
+                f"{r['all_received_s']:.2f} s"
+            )
+        if "api" in wanted:
+            say(f"\n4. API latency with {args.log_rows:,} delivery rows")
+            r = report["api"] = scenario_api_latency(stack, tenant, api_key, args.log_rows)
+            for name in ("log page 1", "log page 1,000", "POST /v1/events"):
+                say(f"   {name:16s} p50 {r[name]['p50_ms']:6.1f} ms   p99 {r[name]['p99_ms']:6.1f} ms")
+            ratio = r["log page 1,000"]["p50_ms"] / r["log page 1"]["p50_ms"]
+            say(f"   page 1,000 / page 1 (p50): {ratio:.2f}")
+    finally:
+        stack.down()
+        (ROOT / "bench" / "out").mkdir(exist_ok=True)
+        (ROOT / "bench" / "out" / "delivery.json").write_text(json.dumps(report, indent=2))
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
