@@ -17,7 +17,6 @@ from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
-from rest_framework.views import exception_handler as drf_exception_handler
 
 
 class StrictCharField(serializers.CharField):
@@ -59,6 +58,9 @@ class BoundedJSONParser(JSONParser):
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     """DRF's handler, with one 404 body whatever was missing and 401s that name the Bearer scheme."""
+    # Imported here: rest_framework.views reads the parser setting, which names this module.
+    from rest_framework.views import exception_handler as drf_exception_handler
+
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     response = drf_exception_handler(exc, context)

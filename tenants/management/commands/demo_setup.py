@@ -4,7 +4,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from tenants.models import ApiKey, Tenant
+from tenants.models import SCOPES, ApiKey, Tenant
 
 DEMO_SLUG = "demo"
 DEMO_ADMIN = ("demo", "demo-password")
@@ -21,10 +21,8 @@ class Command(BaseCommand):
         key_file = settings.DATA_DIR / "demo-api-key.txt"
         plain = key_file.read_text().strip() if key_file.exists() else ""
         api_key = ApiKey.objects.find(plain) if plain else None
-        if api_key is None or not api_key.is_usable():
-            _, plain = ApiKey.issue(
-                tenant=tenant, name="demo", scopes=["webhooks:read", "webhooks:write", "audit:read"]
-            )
+        if api_key is None or not api_key.is_usable() or set(api_key.scopes) != set(SCOPES):
+            _, plain = ApiKey.issue(tenant=tenant, name="demo", scopes=list(SCOPES))
             key_file.write_text(plain + "\n")
             key_file.chmod(0o600)
         User = get_user_model()
