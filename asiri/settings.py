@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "tenants",
     "webhooks",
     "deliveries",
+    "asiri",  # the admin that composes the apps (asiri/admin.py)
 ]
 
 MIDDLEWARE = [

@@ -102,7 +102,9 @@ class Delivery(models.Model):
 
     class Meta:
         verbose_name_plural = "deliveries"
+        permissions = [("redeliver_delivery", "Can redeliver a delivery")]
         indexes = [
+            models.Index(fields=["-created_at"], name="delivery_newest"),
             models.Index(fields=["subscription", "-created_at", "-id"], name="delivery_log"),
             models.Index(
                 fields=["next_attempt_at"],

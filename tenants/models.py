@@ -88,6 +88,7 @@ class ApiKey(models.Model):
 
     class Meta:
         verbose_name = "API key"
+        permissions = [("revoke_apikey", "Can revoke an API key")]
 
     # DRF treats whatever authentication returns as request.user: a key is a principal.
     is_authenticated = True

@@ -56,6 +56,10 @@ class Subscription(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["tenant", "-created_at", "-id"], name="subscription_tenant_newest")]
+        permissions = [
+            ("operate_subscription", "Can send test events to, pause and re-enable subscriptions"),
+            ("rotate_secret_subscription", "Can rotate a subscription's signing secret (and see the new one)"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.id} → {self.url}"

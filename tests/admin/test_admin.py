@@ -1,0 +1,240 @@
+"""The admin console: lists, details and actions, for a superuser and for the Support group."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from deliveries.models import Attempt, Delivery, DeliveryStatus, Event
+from tenants.models import ApiKey
+from webhooks.models import Subscription
+
+
+@pytest.fixture
+def superuser_client(db) -> Client:
+    client = Client()
+    client.force_login(User.objects.create_superuser("root", password="x"))
+    return client
+
+
+@pytest.fixture
+def support_client(db) -> Client:
+    user = User.objects.create_user("sam", password="x", is_staff=True)
+    user.groups.add(Group.objects.get(name="Support"))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def story(alice, make_subscription, make_key):
+    """A subscription whose delivery failed twice: what a support request is about."""
+    plain_key = make_key(alice)
+    subscription = make_subscription(alice, url="https://hooks.example.com/alice")
+    subscription.rotate_secret(overlap=timedelta(hours=24))
+    event = Event.objects.create(tenant=alice, type="invoice.paid", data={"invoice": "in_42"})
+    delivery = Delivery.objects.create(
+        tenant=alice,
+        event=event,
+        subscription=subscription,
+        event_type=event.type,
+        status=DeliveryStatus.FAILED,
+        attempt_count=2,
+        response_status_code=503,
+        failure_reason="HTTP 503",
+    )
+    for number in (1, 2):
+        Attempt.objects.create(
+            delivery=delivery,
+            number=number,
+            duration_ms=40,
+            response_status_code=503,
+            error="HTTP 503",
+            response_body="upstream unavailable",
+        )
+    Subscription.objects.filter(pk=subscription.pk).update(failing_since=timezone.now() - timedelta(hours=30))
+    return {
+        "subscription": Subscription.objects.get(pk=subscription.pk),
+        "delivery": delivery,
+        "event": event,
+        "plain_key": plain_key,
+    }
+
+
+def secrets_of(story) -> list[str]:
+    subscription = story["subscription"]
+    api_key = ApiKey.objects.find(story["plain_key"])
+    return [
+        subscription.secret,
+        subscription.previous_secret,
+        story["plain_key"],
+        api_key.digest,
+        story["plain_key"].rsplit("_", 1)[1],
+    ]
+
+
+LISTS = [
+    "/admin/tenants/tenant/",
+    "/admin/tenants/apikey/",
+    "/admin/webhooks/subscription/",
+    "/admin/deliveries/delivery/",
+    "/admin/deliveries/event/",
+]
+
+
+@pytest.mark.parametrize("who", ["superuser_client", "support_client"])
+def test_every_page_opens_and_none_shows_a_secret(request, who, story):
+    client = request.getfixturevalue(who)
+    delivery, subscription = story["delivery"], story["subscription"]
+    api_key = ApiKey.objects.find(story["plain_key"])
+    pages = [
+        *LISTS,
+        f"/admin/tenants/tenant/{subscription.tenant_id}/change/",
+        f"/admin/tenants/apikey/{api_key.pk}/change/",
+        f"/admin/webhooks/subscription/{subscription.pk}/change/",
+        f"/admin/deliveries/delivery/{delivery.pk}/change/",
+        f"/admin/deliveries/event/{delivery.event_id}/change/",
+        "/admin/webhooks/subscription/?state=disabled",
+        "/admin/webhooks/subscription/?failing=day",
+        "/admin/deliveries/delivery/?status__exact=failed",
+        "/admin/deliveries/delivery/?response=5xx",
+        "/admin/deliveries/delivery/?event_type=invoice.*",
+    ]
+    html = ""
+    for page in pages:
+        response = client.get(page)
+        assert response.status_code == 200, page
+        html += response.content.decode()
+    for secret in secrets_of(story):
+        assert secret not in html
+
+
+def test_support_finds_a_delivery_by_event_id_and_reads_why_it_failed(support_client, story):
+    listing = support_client.get("/admin/deliveries/delivery/", {"q": story["event"].id}).content.decode()
+    assert story["delivery"].id in listing
+    detail = support_client.get(f"/admin/deliveries/delivery/{story['delivery'].id}/change/").content.decode()
+    assert "HTTP 503" in detail and "upstream unavailable" in detail
+    assert "&quot;invoice&quot;: &quot;in_42&quot;" in detail  # the payload, formatted
+
+
+def test_redeliver_asks_first_then_starts_a_new_series(support_client, story, django_capture_on_commit_callbacks):
+    delivery = story["delivery"]
+    form = {"action": "redeliver", "_selected_action": [delivery.pk]}
+    confirmation = support_client.post("/admin/deliveries/delivery/", form)
+    assert confirmation.status_code == 200
+    text = confirmation.content.decode()
+    assert "<strong>1</strong> delivery" in text and story["subscription"].url in text
+    assert Delivery.objects.get(pk=delivery.pk).status == DeliveryStatus.FAILED
+    with django_capture_on_commit_callbacks(execute=False):
+        done = support_client.post("/admin/deliveries/delivery/", {**form, "confirmed": "yes"}, follow=True)
+    assert "Redelivering 1 deliveries" in done.content.decode()
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.PENDING and delivery.series_start == 2
+
+
+def test_support_operates_subscriptions(support_client, story, django_capture_on_commit_callbacks):
+    subscription = story["subscription"]
+    url = "/admin/webhooks/subscription/"
+    with django_capture_on_commit_callbacks(execute=False):
+        support_client.post(url, {"action": "send_test", "_selected_action": [subscription.pk]})
+    assert Delivery.objects.filter(subscription=subscription, is_test=True).count() == 1
+    support_client.post(url, {"action": "pause", "_selected_action": [subscription.pk]})
+    subscription.refresh_from_db()
+    assert not subscription.active and subscription.disabled_reason is None
+    Subscription.objects.filter(pk=subscription.pk).update(disabled_reason="Disabled automatically: 410")
+    support_client.post(url, {"action": "reenable", "_selected_action": [subscription.pk]})
+    subscription.refresh_from_db()
+    assert subscription.active and subscription.disabled_reason is None
+
+
+def test_support_cannot_rotate_create_revoke_or_delete(support_client, story):
+    subscription = story["subscription"]
+    before = subscription.secret
+    support_client.post(
+        "/admin/webhooks/subscription/", {"action": "rotate_secret", "_selected_action": [subscription.pk]}
+    )
+    assert Subscription.objects.get(pk=subscription.pk).secret == before
+    assert support_client.get("/admin/tenants/apikey/add/").status_code == 403
+    api_key = ApiKey.objects.find(story["plain_key"])
+    support_client.post("/admin/tenants/apikey/", {"action": "revoke", "_selected_action": [api_key.pk]})
+    assert ApiKey.objects.get(pk=api_key.pk).revoked_at is None
+    assert support_client.get(f"/admin/tenants/tenant/{subscription.tenant_id}/delete/").status_code == 403
+
+
+def test_a_superuser_creates_a_key_seen_once_and_revokes_it(superuser_client, alice):
+    response = superuser_client.post(
+        "/admin/tenants/apikey/add/",
+        {
+            "tenant": alice.pk,
+            "name": "ops",
+            "scopes": ["webhooks:read", "audit:read"],
+            "expires_at_0": "",
+            "expires_at_1": "",
+        },
+        follow=True,
+    )
+    assert response.status_code == 200
+    (plain,) = re.findall(r"asiri_[A-Za-z0-9]{12}_[A-Za-z0-9]{40}", response.content.decode())
+    api_key = ApiKey.objects.find(plain)
+    assert api_key.scopes == ["audit:read", "webhooks:read"] and api_key.name == "ops"
+    again = superuser_client.get(f"/admin/tenants/apikey/{api_key.pk}/change/").content.decode()
+    assert plain not in again
+    superuser_client.post("/admin/tenants/apikey/", {"action": "revoke", "_selected_action": [api_key.pk]})
+    assert ApiKey.objects.get(pk=api_key.pk).revoked_at is not None
+
+
+def test_a_superuser_rotates_a_secret_and_sees_it_once(superuser_client, story):
+    subscription = story["subscription"]
+    response = superuser_client.post(
+        "/admin/webhooks/subscription/", {"action": "rotate_secret", "_selected_action": [subscription.pk]}, follow=True
+    )
+    subscription.refresh_from_db()
+    assert subscription.secret in response.content.decode()
+    assert subscription.secret not in superuser_client.get("/admin/webhooks/subscription/").content.decode()
+
+
+def add_rows(alice, subscription, count: int) -> None:
+    event = Event.objects.create(tenant=alice, type="invoice.paid", data={})
+    Delivery.objects.bulk_create(
+        [
+            Delivery(
+                tenant=alice,
+                event=event,
+                subscription=subscription,
+                event_type="invoice.paid",
+                status=DeliveryStatus.SUCCEEDED,
+                attempt_count=1,
+                response_status_code=200,
+            )
+            for _ in range(count)
+        ]
+    )
+
+
+@pytest.mark.parametrize("page", LISTS)
+def test_list_pages_cost_the_same_queries_with_10_or_100_rows(
+    superuser_client, alice, make_subscription, make_key, page
+):
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert superuser_client.get(page).status_code == 200
+        return len(captured)
+
+    subscription = make_subscription(alice)
+    make_key(alice)
+    add_rows(alice, subscription, 10)
+    small = queries()
+    for _ in range(3):
+        make_subscription(alice)
+        make_key(alice)
+    add_rows(alice, subscription, 90)
+    for n in range(12):
+        make_subscription(alice.__class__.objects.create(slug=f"t{n}"))
+    assert queries() == small
