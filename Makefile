@@ -13,7 +13,7 @@ TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 TEST_ENV := PATH="$(BIN):$$PATH" DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) \
 	DJANGO_SECRET_KEY=test-only-secret-key DJANGO_DEBUG=0 DJANGO_ALLOWED_HOSTS=testserver,localhost,127.0.0.1
 
-.PHONY: install run test lint services fmt clean bench
+.PHONY: install run test lint services fmt clean bench bench-admin
 
 $(STAMP): requirements.txt
 	@echo "==> Creating $(VENV) and installing requirements.txt"
@@ -49,3 +49,6 @@ clean:
 
 bench: install services
 	@PATH="$(BIN):$$PATH" $(BIN)/python bench/delivery.py
+
+bench-admin: install services
+	@PATH="$(BIN):$$PATH" $(BIN)/python bench/admin.py

@@ -53,6 +53,8 @@ class BoundedJSONParser(JSONParser):
             json.dumps(data, ensure_ascii=False).encode("utf-8")
         except (ValueError, UnicodeError) as exc:
             raise exceptions.ParseError(f"Request body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise exceptions.ParseError("Request body is nested too deeply.") from None
         return data
 
 

@@ -3,6 +3,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
+from asiri.dashboard import dashboard
 from asiri.errors import api_not_found
 from deliveries.views import EventPublishView, SubscriptionDeliveryViewSet
 from webhooks.views import SubscriptionViewSet
@@ -28,6 +29,7 @@ urlpatterns = [
     path("v1/openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
     re_path(r"^v1/", api_not_found),  # JSON, not Django's HTML page, for any other path under /v1/
     path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),
+    path("admin/dashboard/", dashboard, name="admin-dashboard"),
     path("admin/", admin.site.urls),
 ]
 

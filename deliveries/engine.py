@@ -76,18 +76,34 @@ def claim_due(*, limit: int, busy: Counter | None = None, only_ids: list[str] | 
         candidates = Delivery.objects.due(now)
         if only_ids is not None:
             candidates = candidates.filter(pk__in=only_ids)
+        saturated = [subscription for subscription, n in busy.items() if n >= share]
+        if saturated:
+            # Otherwise one endpoint's backlog could fill every candidate slot and starve the rest.
+            candidates = candidates.exclude(subscription_id__in=saturated)
         rows = (
             candidates.order_by("next_attempt_at")
             .select_for_update(skip_locked=True, of=("self",))
-            .values_list("id", "subscription_id", "is_test", "subscription__active", "subscription__deleted_at")[
-                : limit * CLAIM_OVERSCAN
-            ]
+            .values_list(
+                "id",
+                "subscription_id",
+                "is_test",
+                "subscription__active",
+                "subscription__deleted_at",
+                "attempt_count",
+                "series_start",
+            )[: limit * CLAIM_OVERSCAN]
         )
         picked: list[str] = []
         stopped: dict[str, list[str]] = {}
         taken = Counter()
-        for delivery_id, subscription_id, is_test, active, deleted_at in rows:
-            if not is_test and (deleted_at is not None or not active):
+        exhausted: list[str] = []
+        most_attempts = len(settings.ASIRI_RETRY_SCHEDULE) + 1
+        for delivery_id, subscription_id, is_test, active, deleted_at, attempts, series_start in rows:
+            if attempts - series_start >= most_attempts:
+                # Every attempt of the series was made but no outcome could be recorded (a worker
+                # crashing on this delivery, say): end it rather than loop.
+                exhausted.append(delivery_id)
+            elif deleted_at is not None or (not is_test and not active):
                 # Paused, disabled or deleted since it was scheduled: it ends here, unsent.
                 stopped.setdefault(subscription_id, []).append(delivery_id)
             elif busy[subscription_id] + taken[subscription_id] < share:
@@ -95,6 +111,12 @@ def claim_due(*, limit: int, busy: Counter | None = None, only_ids: list[str] | 
                 taken[subscription_id] += 1
                 if len(picked) == limit:
                     break
+        if exhausted:
+            Delivery.objects.filter(pk__in=exhausted).update(
+                status=DeliveryStatus.FAILED,
+                next_attempt_at=None,
+                failure_reason=f"Gave up: no outcome was recorded for {most_attempts} attempts.",
+            )
         for subscription_id, delivery_ids in stopped.items():
             subscription = Subscription.objects.get(pk=subscription_id)
             Delivery.objects.filter(pk__in=delivery_ids).update(

@@ -25,14 +25,20 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from urllib.parse import urlsplit
 
 import aiohttp
 import certifi
 from aiohttp.abc import AbstractResolver, ResolveResult
 from django.conf import settings
 
-from webhooks.addresses import BlockedAddress, ResolutionFailed, check_addresses, parse_literal, resolve
+from webhooks.addresses import (
+    BlockedAddress,
+    ResolutionFailed,
+    check_addresses,
+    connect_hosts,
+    parse_literal,
+    resolve,
+)
 
 MAX_BODY_BYTES = 20_000
 MAX_LOCATION_CHARS = 500
@@ -82,7 +88,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         moment = parsedate_to_datetime(value)
@@ -111,20 +117,21 @@ async def post_webhook(session: aiohttp.ClientSession, url: str, body: bytes, he
     def failed(error: str) -> HttpResult:
         return HttpResult(None, int((time.monotonic() - started) * 1000), error=error)
 
-    timeout = aiohttp.ClientTimeout(total=settings.ASIRI_DELIVERY_TIMEOUT, connect=settings.ASIRI_CONNECT_TIMEOUT)
+    timeout = aiohttp.ClientTimeout(total=settings.ASIRI_DELIVERY_TIMEOUT, sock_connect=settings.ASIRI_CONNECT_TIMEOUT)
     try:
         # aiohttp connects to an address literal without asking the resolver, so literals are
         # checked here; names are checked by GuardedResolver on every new connection.
-        host = urlsplit(url).hostname or ""
-        literal = parse_literal(host)
-        if literal is not None and not settings.ASIRI_ALLOW_PRIVATE_URLS:
-            check_addresses(host, [literal])
+        if not settings.ASIRI_ALLOW_PRIVATE_URLS:
+            for host in connect_hosts(url):
+                literal = parse_literal(host)
+                if literal is not None:
+                    check_addresses(host, [literal])
         async with session.post(url, data=body, headers=headers, allow_redirects=False, timeout=timeout) as response:
             excerpt = await _read_excerpt(response)
             return HttpResult(
                 response.status,
                 int((time.monotonic() - started) * 1000),
-                body=excerpt.decode("utf-8", errors="replace"),
+                body=excerpt.decode("utf-8", errors="replace").replace("\x00", "\ufffd"),  # PostgreSQL text has no NUL
                 location=(response.headers.get("Location") or "")[:MAX_LOCATION_CHARS],
                 retry_after=parse_retry_after(response.headers.get("Retry-After")),
             )
@@ -159,11 +166,16 @@ class Sender:
         connector = aiohttp.TCPConnector(
             resolver=GuardedResolver(),
             use_dns_cache=False,  # every new connection is resolved and checked again
+            # The pump bounds sends per subscription and in total; a second, per-host limit here
+            # would make sends queue for a connection and time out without being sent.
             limit=settings.ASIRI_SEND_CONCURRENCY,
-            limit_per_host=settings.ASIRI_SEND_CONCURRENCY_PER_ENDPOINT,
+            limit_per_host=0,
             ssl=ssl.create_default_context(cafile=certifi.where()),
         )
-        return aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",), auto_decompress=False)
+        # No Accept-Encoding: excerpts are stored as text, and a compressed body is not text.
+        return aiohttp.ClientSession(
+            connector=connector, skip_auto_headers=("User-Agent", "Accept-Encoding"), auto_decompress=False
+        )
 
     def close(self) -> None:
         if self.loop.is_running():

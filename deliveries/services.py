@@ -10,7 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from deliveries.engine import stop_pending, stop_reason
@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 MAX_WAKEUPS_PER_DISPATCH = 8
 WAKEUP_COALESCE = 0.05  # must stay well below engine.IDLE_LINGER
+# A wake-up older than this is dropped: the dispatcher will have sent a fresher one if work is due.
+WAKEUP_EXPIRES = 60
 PURGE_BATCH = 1000
 
 
@@ -48,7 +50,7 @@ def _wake_workers_after_commit(count: int = 1, *, only_ids: list[str] | None = N
         _last_wakeup = now
         try:
             for _ in range(count):
-                deliver.delay(only_ids=only_ids)
+                deliver.apply_async(kwargs={"only_ids": only_ids}, expires=WAKEUP_EXPIRES)
         except Exception:
             # The rows are the source of truth: the dispatcher wakes a worker for them shortly.
             logger.exception("Could not reach the broker; the dispatcher will pick these deliveries up")
@@ -149,7 +151,9 @@ def delivery_redeliver(*, delivery: Delivery) -> Delivery:
         ).update(
             status=DeliveryStatus.PENDING,
             next_attempt_at=now,
-            series_start=delivery.attempt_count,
+            series_start=F("attempt_count"),
+            # A result still in flight from before carries the old claim time: it will not match.
+            last_attempt_at=now,
             failure_reason="",
         )
         if not restarted:
@@ -178,7 +182,7 @@ def deliveries_dispatch() -> int:
         from deliveries.tasks import deliver
 
         for _ in range(wakeups):
-            deliver.delay()
+            deliver.apply_async(expires=WAKEUP_EXPIRES)
     return due
 
 

@@ -12,6 +12,7 @@ import re
 import socket
 from collections.abc import Callable
 from functools import lru_cache
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.utils.module_loading import import_string
@@ -61,6 +62,24 @@ class BlockedAddress(Exception):
 
 class ResolutionFailed(Exception):
     """The host name did not resolve."""
+
+
+def connect_hosts(url: str) -> list[str]:
+    """The host as written and as an HTTP client will connect to it.
+
+    yarl (under aiohttp) normalises a URL's host with IDNA, so a host written in, say,
+    Unicode digit forms can become an address literal only at send time: both are checked.
+    """
+    import yarl
+
+    hosts = [urlsplit(url).hostname or ""]
+    try:
+        raw = yarl.URL(url).raw_host or ""
+    except (ValueError, TypeError, UnicodeError):
+        raw = ""
+    if raw and raw.strip("[]").lower() != hosts[0].lower():
+        hosts.append(raw)
+    return hosts
 
 
 def is_blocked(address: IPAddress) -> bool:
@@ -126,5 +145,6 @@ def check_addresses(host: str, addresses: list[IPAddress]) -> None:
     """Refuse when ANY address is blocked: a mixed answer is how rebinding attacks start."""
     for address in addresses:
         if is_blocked(address):
-            shown = host if str(address) == host.strip("[]") else f"{host} ({address})"
-            raise BlockedAddress(f"{shown} is a private, loopback or reserved address.")
+            # The address itself is not named: it would let a tenant map internal host names.
+            what = "is" if str(address) == host.strip("[]") else "resolves to"
+            raise BlockedAddress(f"{host} {what} a private, loopback or reserved address.")

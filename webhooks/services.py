@@ -43,6 +43,7 @@ def subscription_update(*, subscription: Subscription, changes: dict[str, Any]) 
     if changes.get("active") is True:
         # Re-enabling is the tenant saying "I fixed it": the system's reason no longer applies.
         changes["disabled_reason"] = None
+        changes["failing_since"] = None
     for field, value in changes.items():
         setattr(subscription, field, value)
     subscription.save(update_fields=[*changes, "updated_at"])

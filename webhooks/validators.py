@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from webhooks.addresses import BlockedAddress, ResolutionFailed, check_addresses, resolve
+from webhooks.addresses import BlockedAddress, ResolutionFailed, check_addresses, connect_hosts, resolve
 
 MAX_URL_LENGTH = 2048
 
@@ -38,12 +38,12 @@ def validate_webhook_url(url: str) -> None:
         raise ValidationError("Has a host name that is not valid.") from None
     if settings.ASIRI_ALLOW_PRIVATE_URLS:
         return
-    try:
-        addresses = resolve(host, port or (443 if scheme == "https" else 80))
-    except ResolutionFailed:
-        # A name that does not resolve yet is allowed: it is checked again on every send.
-        return
-    try:
-        check_addresses(host, addresses)
-    except BlockedAddress as exc:
-        raise ValidationError(f"Must not point to a private address: {exc}") from None
+    for candidate in connect_hosts(url):
+        try:
+            addresses = resolve(candidate, port or (443 if scheme == "https" else 80))
+        except ResolutionFailed:
+            continue  # a name that does not resolve yet is allowed: every send checks again
+        try:
+            check_addresses(candidate, addresses)
+        except BlockedAddress as exc:
+            raise ValidationError(f"Must not point to a private address: {exc}") from None

@@ -254,3 +254,54 @@ def test_test_sends_do_not_change_a_subscriptions_health(
     engine.pump(budget_seconds=5)
     subscription.refresh_from_db()
     assert subscription.active and subscription.failing_since is None
+
+
+def test_a_busy_endpoints_backlog_does_not_hide_the_others(alice, make_subscription, publish, settings):
+    settings.ASIRI_SEND_CONCURRENCY_PER_ENDPOINT = 2
+    busy_one, other = make_subscription(alice, events=["busy"]), make_subscription(alice, events=["other"])
+    for _ in range(40):
+        publish("busy")
+    publish("other")
+    claimed = engine.claim_due(limit=5, busy=Counter({busy_one.id: 2}))
+    assert [c.delivery.subscription_id for c in claimed] == [other.id]
+
+
+def test_a_late_result_cannot_cancel_a_redelivery(
+    alice, make_subscription, publish, django_capture_on_commit_callbacks
+):
+    from deliveries.services import delivery_redeliver
+
+    make_subscription(alice)
+    publish()
+    (claimed,) = engine.claim_due(limit=1)
+    engine.stop_pending([claimed.delivery.subscription_id], "Stopped: paused")  # while the send is in flight
+    with django_capture_on_commit_callbacks(execute=False):
+        delivery_redeliver(delivery=Delivery.objects.get(pk=claimed.delivery.pk))
+    engine.record_outcomes([(claimed, http.HttpResult(500, 3))])
+    delivery = Delivery.objects.get(pk=claimed.delivery.pk)
+    assert delivery.status == DeliveryStatus.PENDING and delivery.series_start == 1
+
+
+def test_a_delivery_that_never_records_an_outcome_ends_failed(alice, make_subscription, publish, settings):
+    settings.ASIRI_RETRY_SCHEDULE = (1,)
+    make_subscription(alice)
+    publish()
+    engine.claim_due(limit=1)
+    make_due()
+    engine.claim_due(limit=1)  # two attempts, no outcome: the worker died both times
+    make_due()
+    assert engine.claim_due(limit=1) == []
+    delivery = Delivery.objects.get()
+    assert delivery.status == DeliveryStatus.FAILED and "Gave up" in delivery.failure_reason
+
+
+def test_test_sends_to_a_deleted_subscription_are_stopped(
+    post_webhook, alice, make_subscription, django_capture_on_commit_callbacks
+):
+    subscription = make_subscription(alice)
+    with django_capture_on_commit_callbacks(execute=False):
+        delivery_send_test(subscription=subscription)
+    subscription.soft_delete()
+    engine.pump(budget_seconds=2)
+    post_webhook.assert_not_called()
+    assert Delivery.objects.get().status == DeliveryStatus.FAILED

@@ -97,3 +97,24 @@ def test_the_resolver_is_asked_once_per_attempt_and_a_mixed_answer_never_connect
 )
 def test_it_reads_retry_after(value, seconds):
     assert http.parse_retry_after(value) == seconds
+
+
+def test_a_host_that_normalises_to_loopback_is_refused_at_send():
+    from tests.support.canary import Canary
+
+    digits = "\U0001fbf1\U0001fbf2\U0001fbf7.\U0001fbf0.\U0001fbf0.\U0001fbf1"  # 127.0.0.1 in Unicode digit forms
+    with Canary() as canary:
+        result = http.send(f"http://{digits}:{canary.port}/", b"{}", {})
+    assert result.error.startswith("Refused:"), result
+    assert canary.connections == 0
+
+
+def test_response_bodies_are_stored_as_text_without_nul(allow_loopback):
+    with Receiver(body=b"binary\x00body") as receiver:
+        result = http.send(receiver.url(), b"{}", {})
+    assert result.ok and "\x00" not in result.body and result.body.startswith("binary")
+    assert "accept-encoding" not in receiver.requests[0].headers  # never asks for compressed replies
+
+
+def test_an_odd_retry_after_is_ignored():
+    assert http.parse_retry_after("²") is None

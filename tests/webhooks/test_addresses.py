@@ -100,6 +100,7 @@ def test_it_resolves_names_with_the_configured_resolver():
 
 
 def test_it_refuses_when_any_resolved_address_is_blocked():
-    with pytest.raises(BlockedAddress, match=r"192\.168\.1\.1"):
+    with pytest.raises(BlockedAddress, match=r"mixed\.test resolves to a private") as refused:
         check_addresses("mixed.test", resolve("mixed.test", 443))
+    assert "192.168" not in str(refused.value)  # internal addresses are not revealed to tenants
     check_addresses("hooks.example.com", resolve("hooks.example.com", 443))

@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 
 import pytest
+from django.utils import timezone
 
 from webhooks.models import Subscription
 
@@ -294,3 +295,26 @@ def test_a_patch_is_validated_like_a_create(api):
     sub = create(api).json()
     response = api.patch(f"{URL}/{sub['id']}", {"url": "https://10.0.0.1/"}, format="json")
     assert response.status_code == 400 and "url" in response.json()
+
+
+def test_hosts_that_normalise_to_an_address_are_refused(api):
+    # Unicode "segmented digits" become 169.254.169.254 once IDNA-normalised, as aiohttp does.
+    response = create(
+        api,
+        url="https://\U0001fbf1\U0001fbf6\U0001fbf9.\U0001fbf2\U0001fbf5\U0001fbf4."
+        "\U0001fbf1\U0001fbf6\U0001fbf9.\U0001fbf2\U0001fbf5\U0001fbf4/",
+    )
+    assert response.status_code == 400 and "url" in response.json()
+
+
+def test_deeply_nested_json_is_a_400(api):
+    raw = b'{"url": "https://hooks.example.com/", "metadata": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    response = api.generic("POST", URL, raw, content_type="application/json")
+    assert response.status_code == 400
+
+
+def test_reenabling_restarts_the_failure_clock(api):
+    sub = create(api).json()
+    Subscription.objects.filter(pk=sub["id"]).update(active=False, disabled_reason="x", failing_since=timezone.now())
+    api.patch(f"{URL}/{sub['id']}", {"active": True}, format="json")
+    assert Subscription.objects.get(pk=sub["id"]).failing_since is None

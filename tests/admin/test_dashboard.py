@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.utils import timezone
+
+from deliveries.dashboard import dashboard_stats
+from deliveries.models import Delivery, DeliveryStatus, Event
+from tests.admin.test_admin import superuser_client, support_client  # noqa: F401 (fixtures)
+
+
+def deliveries(alice, subscription, *, status, count, hours_ago=1, due=False):
+    now = timezone.now()
+    event = Event.objects.create(tenant=alice, type="invoice.paid", data={})
+    Delivery.objects.bulk_create(
+        [
+            Delivery(
+                tenant=alice,
+                event=event,
+                subscription=subscription,
+                event_type="invoice.paid",
+                status=status,
+                created_at=now - timedelta(hours=hours_ago),
+                next_attempt_at=(now - timedelta(minutes=5)) if due else None,
+            )
+            for _ in range(count)
+        ]
+    )
+
+
+def test_the_stats_count_outcomes_rates_failures_and_backlog(alice, make_subscription):
+    good, bad = make_subscription(alice), make_subscription(alice, url="https://hooks.example.com/broken")
+    deliveries(alice, good, status=DeliveryStatus.SUCCEEDED, count=9)
+    deliveries(alice, bad, status=DeliveryStatus.FAILED, count=3)
+    deliveries(alice, good, status=DeliveryStatus.SUCCEEDED, count=4, hours_ago=72)
+    deliveries(alice, good, status=DeliveryStatus.PENDING, count=2, due=True)
+    stats = dashboard_stats()
+    assert stats["last_24h"] == {"pending": 2, "retrying": 0, "succeeded": 9, "failed": 3}
+    assert stats["last_7d"]["succeeded"] == 13
+    assert sum(b.total for b in stats["hourly"]) == 12
+    assert [b.rate for b in stats["hourly"] if b.total] == [0.75]
+    assert sum(b.total for b in stats["daily"]) == 16
+    assert stats["top_failing"][0]["subscription_id"] == bad.id and stats["top_failing"][0]["failed"] == 3
+    assert stats["backlog"] == 2 and 290 <= stats["oldest_due_seconds"] <= 400
+
+
+def test_the_dashboard_draws_its_charts_and_links_to_failures(support_client, alice, make_subscription):  # noqa: F811
+    bad = make_subscription(alice)
+    deliveries(alice, bad, status=DeliveryStatus.FAILED, count=2)
+    index = support_client.get("/admin/").content.decode()
+    assert "/admin/dashboard/" in index
+    html = support_client.get("/admin/dashboard/").content.decode()
+    assert html.count('class="bar"') == 24 + 7
+    assert 'id="hourly-chart"' in html and 'id="daily-chart"' in html
+    assert f"?q={bad.id}&amp;status__exact=failed" in html or f"?q={bad.id}&status__exact=failed" in html
+
+
+def test_the_dashboard_is_for_staff_only(client, db):
+    assert client.get("/admin/dashboard/").status_code == 302  # to the login page

@@ -1,0 +1,96 @@
+"""A support person, in a real browser, finds why an event did not arrive and sends it again."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Group, User
+
+from deliveries.models import Attempt, Delivery, DeliveryStatus, Event
+from tests.browser.conftest import ARTIFACTS
+from tests.support.processes import celery_worker
+from tests.support.receiver import Receiver
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+WORKER_ENV = {"ASIRI_ALLOW_PRIVATE_URLS": "1", "ASIRI_REQUIRE_HTTPS": "0", "ASIRI_RETRY_SCHEDULE": "600"}
+
+
+@pytest.fixture
+def http_cookies(settings):
+    # The live server speaks plain http on 127.0.0.1; production cookies are https-only.
+    settings.SESSION_COOKIE_SECURE = False
+    settings.CSRF_COOKIE_SECURE = False
+
+
+def test_support_finds_a_failed_delivery_and_redelivers_it(
+    browser, live_server, http_cookies, alice, make_subscription, empty_broker
+):
+    user = User.objects.create_user("sam", password="support-pass-123", is_staff=True)
+    user.groups.add(Group.objects.get(name="Support"))
+    with Receiver() as receiver, celery_worker(**WORKER_ENV):
+        subscription = make_subscription(alice, url=receiver.url("/alice"))
+        event = Event.objects.create(tenant=alice, type="invoice.paid", data={"invoice": "in_42"})
+        delivery = Delivery.objects.create(
+            tenant=alice,
+            event=event,
+            subscription=subscription,
+            event_type=event.type,
+            status=DeliveryStatus.FAILED,
+            attempt_count=2,
+            response_status_code=503,
+            failure_reason="HTTP 503",
+        )
+        for number in (1, 2):
+            Attempt.objects.create(
+                delivery=delivery,
+                number=number,
+                duration_ms=31,
+                response_status_code=503,
+                error="HTTP 503",
+                response_body="maintenance",
+            )
+
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{live_server.url}/admin/login/")
+        page.fill("#id_username", "sam")
+        page.fill("#id_password", "support-pass-123")
+        page.click("input[type=submit]")
+        page.wait_for_selector("#dashboard-link")
+
+        page.goto(f"{live_server.url}/admin/deliveries/delivery/")
+        page.fill("#searchbar", event.id)
+        page.press("#searchbar", "Enter")
+        page.wait_for_selector(f"text={delivery.id}")
+        page.screenshot(path=ARTIFACTS / "1-search.png", full_page=True)
+        page.click(f"text={delivery.id}")
+        page.wait_for_selector("text=HTTP 503")
+        assert "maintenance" in page.content()
+        page.screenshot(path=ARTIFACTS / "2-detail.png", full_page=True)
+
+        page.goto(f"{live_server.url}/admin/deliveries/delivery/?q={event.id}")
+        page.check("input.action-select")
+        page.select_option("select[name=action]", "redeliver")
+        page.click("button[name=index]")
+        page.wait_for_selector("text=Yes, redeliver")
+        assert receiver.url("/alice") in page.content()
+        page.screenshot(path=ARTIFACTS / "3-confirm.png", full_page=True)
+        page.click("input[value='Yes, redeliver']")
+        page.wait_for_selector("text=Redelivering 1 deliveries")
+
+        receiver.wait_for(1, timeout=20)
+        detail = f"{live_server.url}/admin/deliveries/delivery/{delivery.id}/change/"
+        for _ in range(100):
+            page.goto(detail)
+            if "Succeeded" in page.content():
+                break
+            page.wait_for_timeout(200)
+        page.screenshot(path=ARTIFACTS / "4-redelivered.png", full_page=True)
+        text = page.content()
+        assert "Succeeded" in text
+        assert page.locator("#attempts-group tbody tr").count() >= 3  # the new attempt beside the two failures
+
+        page.goto(f"{live_server.url}/admin/dashboard/")
+        assert page.locator("#hourly-chart rect.bar").count() == 24
+        assert page.locator("#daily-chart rect.bar").count() == 7
+        page.screenshot(path=ARTIFACTS / "5-dashboard.png", full_page=True)
+    assert receiver.requests[0].headers["webhook-id"] == delivery.id
