@@ -7,6 +7,7 @@ import pytest
 import redis
 from rest_framework.test import APIClient
 
+from deliveries.models import Attempt, Delivery, DeliveryStatus, Event
 from tenants.models import ApiKey, Tenant
 from webhooks.models import Subscription
 
@@ -66,6 +67,45 @@ def client_for(make_key) -> Callable[..., APIClient]:
 def api(alice, client_for) -> APIClient:
     """Alice's client with every scope."""
     return client_for(alice)
+
+
+@pytest.fixture
+def make_failed_delivery(db) -> Callable[..., Delivery]:
+    """A delivery that failed every attempt with the same answer: what support requests are about."""
+
+    def make(
+        subscription: Subscription,
+        *,
+        attempts: int = 2,
+        code: int = 503,
+        body: str = "unavailable",
+        data: dict | None = None,
+    ) -> Delivery:
+        event = Event.objects.create(tenant=subscription.tenant, type="invoice.paid", data=data or {})
+        delivery = Delivery.objects.create(
+            tenant=subscription.tenant,
+            event=event,
+            subscription=subscription,
+            event_type=event.type,
+            status=DeliveryStatus.FAILED,
+            attempt_count=attempts,
+            response_status_code=code,
+            failure_reason=f"HTTP {code}",
+        )
+        Attempt.objects.bulk_create(
+            Attempt(
+                delivery=delivery,
+                number=n,
+                duration_ms=31,
+                response_status_code=code,
+                error=f"HTTP {code}",
+                response_body=body,
+            )
+            for n in range(1, attempts + 1)
+        )
+        return delivery
+
+    return make
 
 
 @pytest.fixture

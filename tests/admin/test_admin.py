@@ -12,7 +12,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from deliveries.models import Attempt, Delivery, DeliveryStatus, Event
+from deliveries.models import Delivery, DeliveryStatus, Event
 from tenants.models import ApiKey
 from webhooks.models import Subscription
 
@@ -34,31 +34,13 @@ def support_client(db) -> Client:
 
 
 @pytest.fixture
-def story(alice, make_subscription, make_key):
+def story(alice, make_subscription, make_key, make_failed_delivery):
     """A subscription whose delivery failed twice: what a support request is about."""
     plain_key = make_key(alice)
     subscription = make_subscription(alice, url="https://hooks.example.com/alice")
     subscription.rotate_secret(overlap=timedelta(hours=24))
-    event = Event.objects.create(tenant=alice, type="invoice.paid", data={"invoice": "in_42"})
-    delivery = Delivery.objects.create(
-        tenant=alice,
-        event=event,
-        subscription=subscription,
-        event_type=event.type,
-        status=DeliveryStatus.FAILED,
-        attempt_count=2,
-        response_status_code=503,
-        failure_reason="HTTP 503",
-    )
-    for number in (1, 2):
-        Attempt.objects.create(
-            delivery=delivery,
-            number=number,
-            duration_ms=40,
-            response_status_code=503,
-            error="HTTP 503",
-            response_body="upstream unavailable",
-        )
+    delivery = make_failed_delivery(subscription, body="upstream unavailable", data={"invoice": "in_42"})
+    event = delivery.event
     Subscription.objects.filter(pk=subscription.pk).update(failing_since=timezone.now() - timedelta(hours=30))
     return {
         "subscription": Subscription.objects.get(pk=subscription.pk),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import Group, User
 
-from deliveries.models import Attempt, Delivery, DeliveryStatus, Event
 from tests.browser.conftest import ARTIFACTS
 from tests.support.processes import celery_worker
 from tests.support.receiver import Receiver
@@ -23,32 +22,14 @@ def http_cookies(settings):
 
 
 def test_support_finds_a_failed_delivery_and_redelivers_it(
-    browser, live_server, http_cookies, alice, make_subscription, empty_broker
+    browser, live_server, http_cookies, alice, make_subscription, make_failed_delivery, empty_broker
 ):
     user = User.objects.create_user("sam", password="support-pass-123", is_staff=True)
     user.groups.add(Group.objects.get(name="Support"))
     with Receiver() as receiver, celery_worker(**WORKER_ENV):
         subscription = make_subscription(alice, url=receiver.url("/alice"))
-        event = Event.objects.create(tenant=alice, type="invoice.paid", data={"invoice": "in_42"})
-        delivery = Delivery.objects.create(
-            tenant=alice,
-            event=event,
-            subscription=subscription,
-            event_type=event.type,
-            status=DeliveryStatus.FAILED,
-            attempt_count=2,
-            response_status_code=503,
-            failure_reason="HTTP 503",
-        )
-        for number in (1, 2):
-            Attempt.objects.create(
-                delivery=delivery,
-                number=number,
-                duration_ms=31,
-                response_status_code=503,
-                error="HTTP 503",
-                response_body="maintenance",
-            )
+        delivery = make_failed_delivery(subscription, body="maintenance", data={"invoice": "in_42"})
+        event = delivery.event
 
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(f"{live_server.url}/admin/login/")

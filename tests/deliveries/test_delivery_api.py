@@ -7,30 +7,15 @@ import base64
 import pytest
 from django.utils import timezone
 
-from deliveries.models import Attempt, Delivery, DeliveryStatus, Event
+from deliveries.models import Delivery
 from webhooks.models import Subscription
 
 SUBS = "/v1/webhooks/subscriptions"
 
 
 @pytest.fixture
-def finished(alice, make_subscription) -> Delivery:
-    subscription = make_subscription(alice)
-    event = Event.objects.create(tenant=alice, type="invoice.paid", data={})
-    delivery = Delivery.objects.create(
-        tenant=alice,
-        event=event,
-        subscription=subscription,
-        event_type=event.type,
-        status=DeliveryStatus.FAILED,
-        attempt_count=2,
-        response_status_code=500,
-    )
-    for number in (1, 2):
-        Attempt.objects.create(
-            delivery=delivery, number=number, response_status_code=500, error="HTTP 500", duration_ms=3
-        )
-    return delivery
+def finished(alice, make_subscription, make_failed_delivery) -> Delivery:
+    return make_failed_delivery(make_subscription(alice), code=500)
 
 
 def url(delivery: Delivery, suffix: str = "") -> str:
