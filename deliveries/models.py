@@ -105,6 +105,9 @@ class Delivery(models.Model):
         permissions = [("redeliver_delivery", "Can redeliver a delivery")]
         indexes = [
             models.Index(fields=["-created_at"], name="delivery_newest"),
+            # Behind the admin's status and event type filters, newest first.
+            models.Index(fields=["status", "-created_at"], name="delivery_status_newest"),
+            models.Index(fields=["event_type", "-created_at"], name="delivery_type_newest"),
             models.Index(fields=["subscription", "-created_at", "-id"], name="delivery_log"),
             models.Index(
                 fields=["next_attempt_at"],

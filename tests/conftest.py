@@ -5,6 +5,7 @@ from collections.abc import Callable
 
 import pytest
 import redis
+from django.db import connection
 from rest_framework.test import APIClient
 
 from deliveries.models import Attempt, Delivery, DeliveryStatus, Event
@@ -18,6 +19,18 @@ def pytest_configure(config: pytest.Config) -> None:
     if not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
         raise pytest.UsageError(
             "The suite runs on PostgreSQL: set DATABASE_URL (and CELERY_BROKER_URL), or use `make test`."
+        )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_stray_connections(django_db_setup, django_db_blocker):
+    """Close connections other threads left open (the live server's request threads keep
+    theirs), so the test database can be dropped at the end of the run."""
+    yield
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
 
 
