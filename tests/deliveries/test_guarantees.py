@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections import Counter
 
 import pytest
 from django.db import transaction
@@ -232,3 +233,23 @@ def test_a_slow_endpoint_holds_only_its_share_while_others_flow(alice, make_subs
     # The fast endpoint got all 30 before a single slow request had finished: it never waited.
     assert max(r.received_at for r in fast.requests) < min(r.finished_at for r in slow_requests)
     assert all(n <= per_endpoint for n in slow_received_by_then), slow_received_by_then
+
+
+def test_two_workers_and_two_dispatchers_deliver_each_exactly_once(alice, make_subscription, empty_broker, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with rx.Receiver() as receiver:
+        for n in range(4):
+            make_subscription(alice, url=receiver.url(f"/endpoint-{n}"))
+        with (
+            celery_beat(tmp_path / "a", **FAST),
+            celery_beat(tmp_path / "b", **FAST),
+            celery_worker(**FAST),
+            celery_worker(**FAST),
+        ):
+            publish_many(alice, 250)  # x 4 subscriptions = 1,000 deliveries
+            assert wait_until(lambda: all_final(1000), timeout=60)
+    ids = receiver.ids()
+    assert len(ids) == 1000 and set(ids.values()) == {1}, Counter(ids.values())
+    assert Delivery.objects.filter(status="succeeded").count() == 1000
+    assert Attempt.objects.count() == 1000

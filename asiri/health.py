@@ -1,0 +1,66 @@
+"""Health checks for load balancers and orchestrators, answered before any other middleware.
+
+`/healthz`: the process is up (no I/O). `/readyz`: the database and the broker answer within a
+short timeout; 503 naming which did not. Neither needs a key, and neither says which versions
+or hosts are behind it. They come first so a probe's Host header (often an IP address) does not
+have to be in DJANGO_ALLOWED_HOSTS.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from kombu import Connection
+
+logger = logging.getLogger(__name__)
+
+BROKER_TIMEOUT = 2.0
+
+
+def database_ready() -> bool:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            return cursor.fetchone() == (1,)
+    except Exception:
+        logger.warning("readiness: the database did not answer", exc_info=True)
+        return False
+
+
+def broker_ready() -> bool:
+    try:
+        with Connection(
+            settings.CELERY_BROKER_URL,
+            transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+            connect_timeout=BROKER_TIMEOUT,
+        ) as broker:
+            broker.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT)
+        return True
+    except Exception:
+        logger.warning("readiness: the broker did not answer", exc_info=True)
+        return False
+
+
+def readiness() -> JsonResponse:
+    checks = {"database": database_ready(), "broker": broker_ready()}
+    body = {
+        "status": "ok" if all(checks.values()) else "unavailable",
+        "checks": {name: "ok" if ok else "unavailable" for name, ok in checks.items()},
+    }
+    return JsonResponse(body, status=200 if all(checks.values()) else 503)
+
+
+class HealthCheckMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path == "/healthz" and request.method in ("GET", "HEAD"):
+            return JsonResponse({"status": "ok"})
+        if request.path == "/readyz" and request.method in ("GET", "HEAD"):
+            return readiness()
+        return self.get_response(request)
