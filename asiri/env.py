@@ -81,3 +81,23 @@ def env_delays(name: str, default: tuple[float, ...]) -> tuple[float, ...]:
             raise ImproperlyConfigured(f"{name} must not contain negative delays; got {value!r}.")
         delays.append(delay)
     return tuple(delays)
+
+
+RATE_PERIODS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+
+
+def parse_rate(value: str) -> tuple[int, float]:
+    """`600/min` → (600 requests, 60.0 seconds); ValueError for anything else."""
+    count, _, period = value.partition("/")
+    if not count.strip().isdigit() or int(count) < 1 or period.strip().lower() not in RATE_PERIODS:
+        raise ValueError(f"A rate looks like 600/min (or /sec, /hour); got {value!r}.")
+    return int(count), float(RATE_PERIODS[period.strip().lower()])
+
+
+def env_rate(name: str, default: str) -> str:
+    value = env_str(name, default)
+    try:
+        parse_rate(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must look like 600/min (or /sec, /hour); got {value!r}.") from None
+    return value

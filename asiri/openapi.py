@@ -13,6 +13,7 @@ _DESCRIPTIONS = {
     404: "No such object for this tenant.",
     409: "The object is not in a state that allows this.",
     413: "Request body too large.",
+    429: "Too many requests with this API key; `Retry-After` says when to try again.",
 }
 
 _DETAIL = inline_serializer("Error", {"detail": serializers.CharField()})
@@ -28,7 +29,7 @@ _VALIDATION = {
 
 def error_responses(*codes: int) -> dict[int, OpenApiResponse]:
     responses = {}
-    for code in codes:
+    for code in (*codes, 429):  # every operation is rate limited per key
         body = {400: _VALIDATION, 403: _SCOPE}.get(code, _DETAIL)
         responses[code] = OpenApiResponse(response=body, description=_DESCRIPTIONS[code])
     return responses

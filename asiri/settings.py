@@ -7,7 +7,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from asiri.env import env_bool, env_delays, env_float, env_int, env_list, env_str
+from asiri.env import env_bool, env_delays, env_float, env_int, env_list, env_rate, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Everything the embedded default writes (SQLite file, Celery's filesystem queue, beat
@@ -142,6 +142,13 @@ ASIRI_DISABLE_AFTER_HOURS = env_float("ASIRI_DISABLE_AFTER_HOURS", 120.0)
 ASIRI_RETENTION_DAYS = env_int("ASIRI_RETENTION_DAYS", 30)
 ASIRI_SECRET_ROTATION_OVERLAP_HOURS = 24
 ASIRI_IDEMPOTENCY_HOURS = 24
+# Requests per API key; the test operation has its own, lower limit. Kept in Redis when the broker is
+# Redis (or ASIRI_RATE_LIMIT_REDIS_URL), so every web process shares them.
+ASIRI_RATE_LIMIT = env_rate("ASIRI_RATE_LIMIT", "600/min")
+ASIRI_TEST_RATE_LIMIT = env_rate("ASIRI_TEST_RATE_LIMIT", "10/min")
+ASIRI_RATE_LIMIT_REDIS_URL = env_str(
+    "ASIRI_RATE_LIMIT_REDIS_URL", CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
+)
 ASIRI_MAX_EVENT_BYTES = 256 * 1024
 # Resolves a host name for the address guard; swappable so tests never ask a real DNS server.
 ASIRI_RESOLVER = env_str("ASIRI_RESOLVER", "webhooks.addresses.system_resolve")
@@ -165,6 +172,7 @@ CELERY_BEAT_SCHEDULE = {
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["tenants.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["tenants.permissions.HasRequiredScope"],
+    "DEFAULT_THROTTLE_CLASSES": ["tenants.throttling.ApiKeyRateThrottle"],
     "DEFAULT_PARSER_CLASSES": ["asiri.api.BoundedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],

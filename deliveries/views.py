@@ -94,6 +94,7 @@ class SubscriptionDeliveryViewSet(
         "test": "webhooks:write",
         "redeliver": "webhooks:write",
     }
+    rate_limit_setting = {"test": "ASIRI_TEST_RATE_LIMIT"}
 
     def get_queryset(self) -> QuerySet:
         return (

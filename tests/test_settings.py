@@ -74,3 +74,9 @@ def test_each_backend_falls_back_to_the_embedded_default_on_its_own(tmp_path):
         setting, ASIRI_DATA_DIR=str(tmp_path), DATABASE_URL="postgres://postgres@127.0.0.1/x", CELERY_BROKER_URL=""
     )
     assert only_db.stdout.strip() == "django.db.backends.postgresql filesystem://"
+
+
+@pytest.mark.parametrize("value", ["600", "600/fortnight", "0/min", "x/min"])
+def test_a_bad_rate_limit_fails_at_start(value):
+    result = start(ASIRI_RATE_LIMIT=value)
+    assert result.returncode != 0 and "ASIRI_RATE_LIMIT" in result.stderr
