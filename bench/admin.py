@@ -24,6 +24,8 @@ REPEAT = 5
 
 
 def pages(context: dict) -> dict[str, str]:
+    from django.contrib.admin.utils import quote  # admin URLs escape "_" and what follows it
+
     return {
         "deliveries": "/admin/deliveries/delivery/",
         "deliveries, failed": "/admin/deliveries/delivery/?status__exact=failed",
@@ -33,7 +35,7 @@ def pages(context: dict) -> dict[str, str]:
         "deliveries, one day": "/admin/deliveries/delivery/?" + context["day_query"],
         "search by event id": f"/admin/deliveries/delivery/?q={context['event_id']}",
         "search by delivery id": f"/admin/deliveries/delivery/?q={context['delivery_id']}",
-        "delivery detail": f"/admin/deliveries/delivery/{context['delivery_id']}/change/",
+        "delivery detail": f"/admin/deliveries/delivery/{quote(context['delivery_id'])}/change/",
         "subscriptions": "/admin/webhooks/subscription/",
         "events": "/admin/deliveries/event/",
         "dashboard": "/admin/dashboard/",

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import quote
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils.html import format_html
 
 from asiri.admin_tools.paginators import BoundedCountPaginator
@@ -138,12 +140,9 @@ class DeliveryAdmin(admin.ModelAdmin):
 
     @admin.display(description="subscription")
     def subscription_link(self, delivery: Delivery):
-        return format_html(
-            '<a href="../../../webhooks/subscription/{}/change/">{}</a> → {}',
-            delivery.subscription_id,
-            delivery.subscription_id,
-            delivery.subscription.url,
-        )
+        # Admin URLs escape "_" and what follows it (admin's quote()): never build them by hand.
+        link = reverse("admin:webhooks_subscription_change", args=[quote(delivery.subscription_id)])
+        return format_html('<a href="{}">{}</a> → {}', link, delivery.subscription_id, delivery.subscription.url)
 
     @admin.display(description="event payload")
     def payload(self, delivery: Delivery):

@@ -6,6 +6,7 @@ import re
 from datetime import timedelta
 
 import pytest
+from django.contrib.admin.utils import quote
 from django.contrib.auth.models import Group, User
 from django.db import connection
 from django.test import Client
@@ -80,9 +81,9 @@ def test_every_page_opens_and_none_shows_a_secret(request, who, story):
         *LISTS,
         f"/admin/tenants/tenant/{subscription.tenant_id}/change/",
         f"/admin/tenants/apikey/{api_key.pk}/change/",
-        f"/admin/webhooks/subscription/{subscription.pk}/change/",
-        f"/admin/deliveries/delivery/{delivery.pk}/change/",
-        f"/admin/deliveries/event/{delivery.event_id}/change/",
+        f"/admin/webhooks/subscription/{quote(subscription.pk)}/change/",
+        f"/admin/deliveries/delivery/{quote(delivery.pk)}/change/",
+        f"/admin/deliveries/event/{quote(delivery.event_id)}/change/",
         "/admin/webhooks/subscription/?state=disabled",
         "/admin/webhooks/subscription/?failing=day",
         "/admin/deliveries/delivery/?status__exact=failed",
@@ -101,7 +102,7 @@ def test_every_page_opens_and_none_shows_a_secret(request, who, story):
 def test_support_finds_a_delivery_by_event_id_and_reads_why_it_failed(support_client, story):
     listing = support_client.get("/admin/deliveries/delivery/", {"q": story["event"].id}).content.decode()
     assert story["delivery"].id in listing
-    detail = support_client.get(f"/admin/deliveries/delivery/{story['delivery'].id}/change/").content.decode()
+    detail = support_client.get(f"/admin/deliveries/delivery/{quote(story['delivery'].id)}/change/").content.decode()
     assert "HTTP 503" in detail and "upstream unavailable" in detail
     assert "&quot;invoice&quot;: &quot;in_42&quot;" in detail  # the payload, formatted
 
@@ -220,3 +221,15 @@ def test_list_pages_cost_the_same_queries_with_10_or_100_rows(
     for n in range(12):
         make_subscription(alice.__class__.objects.create(slug=f"t{n}"))
     assert queries() == small
+
+
+def test_links_survive_ids_that_look_like_admin_escapes(superuser_client, alice, make_failed_delivery):
+    """The admin escapes "_" as "_5F", so "sub_3D…" in a URL would be read back as "sub=…"."""
+    subscription = Subscription.objects.create(tenant=alice, id="sub_3D5Fescape", url="https://hooks.example.com/x")
+    delivery = make_failed_delivery(subscription)
+    detail = superuser_client.get(f"/admin/deliveries/delivery/{quote(delivery.pk)}/change/").content.decode()
+    link = re.search(r'href="([^"]*webhooks/subscription/[^"]*)"', detail).group(1)
+    assert superuser_client.get(link).status_code == 200
+    dashboard = superuser_client.get("/admin/dashboard/").content.decode()
+    link = re.search(r'href="([^"]*webhooks/subscription/[^"]*/change/)"', dashboard).group(1)
+    assert superuser_client.get(link).status_code == 200

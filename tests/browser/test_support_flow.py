@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib.admin.utils import quote
 from django.contrib.auth.models import Group, User
 
 from tests.browser.conftest import ARTIFACTS
@@ -59,7 +60,7 @@ def test_support_finds_a_failed_delivery_and_redelivers_it(
         page.wait_for_selector("text=Redelivering 1 deliveries")
 
         receiver.wait_for(1, timeout=20)
-        detail = f"{live_server.url}/admin/deliveries/delivery/{delivery.id}/change/"
+        detail = f"{live_server.url}/admin/deliveries/delivery/{quote(delivery.id)}/change/"
         for _ in range(100):
             page.goto(detail)
             if "Succeeded" in page.content():
