@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 
 # Local conveniences are opt-in: only `make run` turns them on.
 LOCAL_ENV := env -u DATABASE_URL -u CELERY_BROKER_URL PATH="$(BIN):$$PATH" \
-	DJANGO_DEBUG=1 ASIRI_ALLOW_PRIVATE_URLS=1 ASIRI_REQUIRE_HTTPS=0 HOST=127.0.0.1 PORT=$${PORT:-8000}
+	DJANGO_DEBUG=1 ASIRI_LOG_FORMAT=plain ASIRI_ALLOW_PRIVATE_URLS=1 ASIRI_REQUIRE_HTTPS=0 HOST=127.0.0.1 PORT=$${PORT:-8000}
 
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/asiri
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15

@@ -192,6 +192,21 @@ def record_outcomes(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStat
         attempt.response_body = result.body
         attempt.error = "" if result.ok else describe_failure(result)
         attempts.append(attempt)
+        logger.info(
+            "attempt %s of %s: %s",
+            attempt.number,
+            claimed.delivery.id,
+            result.status_code or attempt.error,
+            extra={
+                "tenant_id": claimed.delivery.tenant_id,
+                "subscription_id": claimed.delivery.subscription_id,
+                "event_id": claimed.delivery.event_id,
+                "delivery_id": claimed.delivery.id,
+                "attempt": attempt.number,
+                "outcome": "succeeded" if result.ok else "failed",
+                "duration_ms": result.duration_ms,
+            },
+        )
         delivery = claimed.delivery
         counted = not delivery.is_test  # test sends never change a subscription's health
         if result.ok:

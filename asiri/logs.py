@@ -1,0 +1,86 @@
+"""Structured logs: one JSON object per line, and one line per API request.
+
+Lines carry ids (request, tenant, subscription, event, delivery), never a key, a signing secret
+or an Authorization header: nothing here reads headers other than X-Request-ID.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from django.http import HttpRequest, HttpResponse
+
+FIELDS = (
+    "request_id",
+    "method",
+    "path",
+    "status",
+    "tenant_id",
+    "subscription_id",
+    "event_id",
+    "delivery_id",
+    "attempt",
+    "outcome",
+    "duration_ms",
+)
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+request_log = logging.getLogger("asiri.requests")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        line.update({name: getattr(record, name) for name in FIELDS if getattr(record, name, None) is not None})
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+class RequestLogMiddleware:
+    """Gives every request an id (X-Request-ID, echoed back) and logs each API request once."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        started = time.monotonic()
+        given = request.headers.get("X-Request-ID", "")
+        request.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        response = self.get_response(request)
+        response["X-Request-ID"] = request.request_id
+        if request.path.startswith("/v1/"):
+            principal = getattr(request, "user", None)  # DRF sets the API key here once authenticated
+            request_log.info(
+                "%s %s %s",
+                request.method,
+                request.path,
+                response.status_code,
+                extra={
+                    "request_id": request.request_id,
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status_code,
+                    "tenant_id": getattr(principal, "tenant_id", None),
+                    "subscription_id": (
+                        getattr(request, "resolver_match", None)
+                        and (
+                            request.resolver_match.kwargs.get("subscription_id")
+                            or request.resolver_match.kwargs.get("pk")
+                        )
+                    )
+                    or None,
+                    "duration_ms": int((time.monotonic() - started) * 1000),
+                },
+            )
+        return response
