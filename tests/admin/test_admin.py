@@ -13,8 +13,9 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from deliveries.models import Delivery, DeliveryStatus, Event
+from deliveries.models import Delivery, DeliveryStatus
 from tenants.models import ApiKey
+from tests.support.factories import add_deliveries
 from webhooks.models import Subscription
 
 
@@ -183,24 +184,6 @@ def test_a_superuser_rotates_a_secret_and_sees_it_once(superuser_client, story):
     assert subscription.secret not in superuser_client.get("/admin/webhooks/subscription/").content.decode()
 
 
-def add_rows(alice, subscription, count: int) -> None:
-    event = Event.objects.create(tenant=alice, type="invoice.paid", data={})
-    Delivery.objects.bulk_create(
-        [
-            Delivery(
-                tenant=alice,
-                event=event,
-                subscription=subscription,
-                event_type="invoice.paid",
-                status=DeliveryStatus.SUCCEEDED,
-                attempt_count=1,
-                response_status_code=200,
-            )
-            for _ in range(count)
-        ]
-    )
-
-
 @pytest.mark.parametrize("page", LISTS)
 def test_list_pages_cost_the_same_queries_with_10_or_100_rows(
     superuser_client, alice, make_subscription, make_key, page
@@ -212,12 +195,12 @@ def test_list_pages_cost_the_same_queries_with_10_or_100_rows(
 
     subscription = make_subscription(alice)
     make_key(alice)
-    add_rows(alice, subscription, 10)
+    add_deliveries(subscription, 10, attempt_count=1, response_status_code=200)
     small = queries()
     for _ in range(3):
         make_subscription(alice)
         make_key(alice)
-    add_rows(alice, subscription, 90)
+    add_deliveries(subscription, 90, attempt_count=1, response_status_code=200)
     for n in range(12):
         make_subscription(alice.__class__.objects.create(slug=f"t{n}"))
     assert queries() == small

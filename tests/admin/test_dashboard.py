@@ -1,39 +1,17 @@
 from __future__ import annotations
 
-from datetime import timedelta
-
-from django.utils import timezone
-
 from deliveries.dashboard import dashboard_stats
-from deliveries.models import Delivery, DeliveryStatus, Event
+from deliveries.models import DeliveryStatus
 from tests.admin.test_admin import superuser_client, support_client  # noqa: F401 (fixtures)
-
-
-def deliveries(alice, subscription, *, status, count, hours_ago=1, due=False):
-    now = timezone.now()
-    event = Event.objects.create(tenant=alice, type="invoice.paid", data={})
-    Delivery.objects.bulk_create(
-        [
-            Delivery(
-                tenant=alice,
-                event=event,
-                subscription=subscription,
-                event_type="invoice.paid",
-                status=status,
-                created_at=now - timedelta(hours=hours_ago),
-                next_attempt_at=(now - timedelta(minutes=5)) if due else None,
-            )
-            for _ in range(count)
-        ]
-    )
+from tests.support.factories import add_deliveries
 
 
 def test_the_stats_count_outcomes_rates_failures_and_backlog(alice, make_subscription):
     good, bad = make_subscription(alice), make_subscription(alice, url="https://hooks.example.com/broken")
-    deliveries(alice, good, status=DeliveryStatus.SUCCEEDED, count=9)
-    deliveries(alice, bad, status=DeliveryStatus.FAILED, count=3)
-    deliveries(alice, good, status=DeliveryStatus.SUCCEEDED, count=4, hours_ago=72)
-    deliveries(alice, good, status=DeliveryStatus.PENDING, count=2, due=True)
+    add_deliveries(good, 9, status=DeliveryStatus.SUCCEEDED)
+    add_deliveries(bad, 3, status=DeliveryStatus.FAILED)
+    add_deliveries(good, 4, status=DeliveryStatus.SUCCEEDED, hours_ago=72)
+    add_deliveries(good, 2, status=DeliveryStatus.PENDING, due=True)
     stats = dashboard_stats()
     assert stats["last_24h"] == {"pending": 2, "retrying": 0, "succeeded": 9, "failed": 3}
     assert stats["last_7d"]["succeeded"] == 13
@@ -46,7 +24,7 @@ def test_the_stats_count_outcomes_rates_failures_and_backlog(alice, make_subscri
 
 def test_the_dashboard_draws_its_charts_and_links_to_failures(support_client, alice, make_subscription):  # noqa: F811
     bad = make_subscription(alice)
-    deliveries(alice, bad, status=DeliveryStatus.FAILED, count=2)
+    add_deliveries(bad, 2, status=DeliveryStatus.FAILED)
     index = support_client.get("/admin/").content.decode()
     assert "/admin/dashboard/" in index
     html = support_client.get("/admin/dashboard/").content.decode()
