@@ -20,8 +20,7 @@ class Bucket:
 
     @property
     def rate(self) -> float | None:
-        finished = self.total
-        return self.succeeded / finished if finished else None
+        return self.succeeded / self.total if self.total else None
 
 
 def _status_counts(since: datetime) -> dict[str, int]:

@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -50,7 +50,7 @@ class PumpStats:
     failed: int = 0
     retrying: int = 0
     max_in_flight: int = 0
-    reclaim: bool = field(default=False)  # stopped with work left: hand over to a fresh task
+    reclaim: bool = False  # stopped with work left: hand over to a fresh task
 
     def __str__(self) -> str:
         return (

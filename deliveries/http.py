@@ -202,5 +202,5 @@ def sender() -> Sender:
 
 
 def send(url: str, body: bytes, headers: dict[str, str]) -> HttpResult:
-    """Send one webhook and wait for the outcome (the admin's and tests' convenience)."""
+    """Send one webhook and wait for the outcome: the seam without the engine around it."""
     return sender().submit(url, body, headers).result()

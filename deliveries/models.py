@@ -141,7 +141,3 @@ class Attempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.delivery_id} #{self.number}"
-
-    @property
-    def succeeded(self) -> bool:
-        return self.response_status_code is not None and 200 <= self.response_status_code < 300

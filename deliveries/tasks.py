@@ -3,7 +3,7 @@
 from celery import shared_task
 
 from deliveries.engine import pump
-from deliveries.services import deliveries_dispatch, deliveries_purge_expired
+from deliveries.services import WAKEUP_EXPIRES, deliveries_dispatch, deliveries_purge_expired
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
@@ -11,7 +11,7 @@ def deliver(only_ids: list[str] | None = None) -> str:
     """A wake-up: send what is due (these ids first), until nothing is or the time budget ends."""
     stats = pump(only_ids=only_ids)
     if stats.reclaim:
-        deliver.delay()
+        deliver.apply_async(expires=WAKEUP_EXPIRES)
     return str(stats)
 
 
