@@ -78,6 +78,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
         "events",
         "description",
         "metadata",
+        "rate_limit",
         "state",
         "failure_streak",
         "deliveries",

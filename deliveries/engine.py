@@ -20,7 +20,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from deliveries import http
+from deliveries import http, ratelimit
 from deliveries.models import Attempt, Delivery, DeliveryStatus
 from deliveries.retry import next_delay
 from deliveries.signing import signature_header
@@ -32,6 +32,7 @@ CLAIM_OVERSCAN = 4  # look at this many candidates per free slot, to skip satura
 FLUSH_TICK = 0.05
 FLUSH_BATCH = 50
 FLUSH_AGE = 0.1
+THROTTLED_POLL = 0.1
 IDLE_LINGER = 0.25  # a pump with nothing to do keeps looking this long before it stops
 LOST_ATTEMPT = "No result recorded: the worker stopped during this attempt."
 
@@ -59,27 +60,41 @@ class PumpStats:
         )
 
 
-def claim_due(*, limit: int, busy: Counter | None = None, only_ids: list[str] | None = None) -> list[Claimed]:
+def claim_due(
+    *,
+    limit: int,
+    busy: Counter | None = None,
+    only_ids: list[str] | None = None,
+    throttled: dict[str, float] | None = None,
+) -> list[Claimed]:
     """Claim up to `limit` due deliveries, at most the per-endpoint share for each subscription.
 
     1. Lock candidates with SKIP LOCKED, so concurrent workers take different rows.
-    2. Keep those whose subscription still has room in this process's per-endpoint share.
+    2. Keep those whose subscription still has room in this process's per-endpoint share
+       and, for a subscription with a `rate_limit`, in its shared one-second window.
     3. Count the attempt, push next_attempt_at past the lease, and write the attempt rows,
        all before any request is made.
+
+    `throttled` maps a subscription to the monotonic time its window has room again; this
+    call reads it to skip those subscriptions and adds to it.
     """
     if limit <= 0:
         return []
     busy = busy if busy is not None else Counter()
+    throttled = throttled if throttled is not None else {}
     share = settings.ASIRI_SEND_CONCURRENCY_PER_ENDPOINT
     now = timezone.now()
+    clock = time.monotonic()
+    for subscription_id in [s for s, until in throttled.items() if until <= clock]:
+        del throttled[subscription_id]
     with transaction.atomic():
         candidates = Delivery.objects.due(now)
         if only_ids is not None:
             candidates = candidates.filter(pk__in=only_ids)
-        saturated = [subscription for subscription, n in busy.items() if n >= share]
-        if saturated:
+        held_back = [subscription for subscription, n in busy.items() if n >= share] + list(throttled)
+        if held_back:
             # Otherwise one endpoint's backlog could fill every candidate slot and starve the rest.
-            candidates = candidates.exclude(subscription_id__in=saturated)
+            candidates = candidates.exclude(subscription_id__in=held_back)
         rows = (
             candidates.order_by("next_attempt_at")
             .select_for_update(skip_locked=True, of=("self",))
@@ -89,16 +104,18 @@ def claim_due(*, limit: int, busy: Counter | None = None, only_ids: list[str] | 
                 "is_test",
                 "subscription__active",
                 "subscription__deleted_at",
+                "subscription__rate_limit",
                 "attempt_count",
                 "series_start",
             )[: limit * CLAIM_OVERSCAN]
         )
-        picked: list[str] = []
+        picked: list[tuple[str, str]] = []
+        rate_limits: dict[str, int] = {}
         stopped: dict[str, list[str]] = {}
         taken = Counter()
         exhausted: list[str] = []
         most_attempts = len(settings.ASIRI_RETRY_SCHEDULE) + 1
-        for delivery_id, subscription_id, is_test, active, deleted_at, attempts, series_start in rows:
+        for delivery_id, subscription_id, is_test, active, deleted_at, rate_limit, attempts, series_start in rows:
             if attempts - series_start >= most_attempts:
                 # Every attempt of the series was made but no outcome could be recorded (a worker
                 # crashing on this delivery, say): end it rather than loop.
@@ -107,8 +124,10 @@ def claim_due(*, limit: int, busy: Counter | None = None, only_ids: list[str] | 
                 # Paused, disabled or deleted since it was scheduled: it ends here, unsent.
                 stopped.setdefault(subscription_id, []).append(delivery_id)
             elif busy[subscription_id] + taken[subscription_id] < share:
-                picked.append(delivery_id)
+                picked.append((delivery_id, subscription_id))
                 taken[subscription_id] += 1
+                if rate_limit is not None:
+                    rate_limits[subscription_id] = rate_limit
                 if len(picked) == limit:
                     break
         if exhausted:
@@ -124,20 +143,40 @@ def claim_due(*, limit: int, busy: Counter | None = None, only_ids: list[str] | 
                 next_attempt_at=None,
                 failure_reason=f"Stopped: {stop_reason(subscription)}",
             )
-        if not picked:
+        chosen = _within_rate_limits(picked, rate_limits, taken, throttled)
+        if not chosen:
             return []
-        Delivery.objects.filter(pk__in=picked).update(
+        Delivery.objects.filter(pk__in=chosen).update(
             attempt_count=F("attempt_count") + 1,
             last_attempt_at=now,
             next_attempt_at=now + timedelta(seconds=settings.ASIRI_DELIVERY_LEASE),
         )
         # An attempt left without a result was cut short by a worker that died.
-        Attempt.objects.filter(delivery_id__in=picked, duration_ms__isnull=True, error="").update(error=LOST_ATTEMPT)
-        deliveries = list(Delivery.objects.filter(pk__in=picked).select_related("event", "subscription"))
+        Attempt.objects.filter(delivery_id__in=chosen, duration_ms__isnull=True, error="").update(error=LOST_ATTEMPT)
+        deliveries = list(Delivery.objects.filter(pk__in=chosen).select_related("event", "subscription"))
         attempts = Attempt.objects.bulk_create(
             [Attempt(delivery=d, number=d.attempt_count, started_at=now) for d in deliveries]
         )
     return [Claimed(d, a, now) for d, a in zip(deliveries, attempts, strict=True)]
+
+
+def _within_rate_limits(
+    picked: list[tuple[str, str]], rate_limits: dict[str, int], taken: Counter, throttled: dict[str, float]
+) -> list[str]:
+    """The picked ids that fit their subscription's rate limit, oldest first; mark the rest throttled."""
+    allowed: dict[str, int] = {}
+    for subscription_id, rate_limit in rate_limits.items():
+        allowed[subscription_id], wait = ratelimit.take_sends(subscription_id, rate_limit, taken[subscription_id])
+        if allowed[subscription_id] < taken[subscription_id]:
+            throttled[subscription_id] = time.monotonic() + wait
+    kept = []
+    for delivery_id, subscription_id in picked:
+        if subscription_id in allowed:
+            if allowed[subscription_id] == 0:
+                continue
+            allowed[subscription_id] -= 1
+        kept.append(delivery_id)
+    return kept
 
 
 def stop_reason(subscription: Subscription) -> str:
@@ -323,6 +362,7 @@ def pump(*, budget_seconds: float | None = None, only_ids: list[str] | None = No
     sender = http.sender()
     in_flight: dict[concurrent.futures.Future, Claimed] = {}
     busy: Counter = Counter()
+    throttled: dict[str, float] = {}
     total = PumpStats()
     first = True
     idle_since: float | None = None
@@ -331,9 +371,9 @@ def pump(*, budget_seconds: float | None = None, only_ids: list[str] | None = No
     while True:
         free = capacity - len(in_flight)
         if time.monotonic() < deadline and (free >= refill_at or not in_flight):
-            claimed = claim_due(limit=free, busy=busy, only_ids=only_ids if first else None)
+            claimed = claim_due(limit=free, busy=busy, only_ids=only_ids if first else None, throttled=throttled)
             if first and only_ids is not None:
-                claimed += claim_due(limit=free - len(claimed), busy=busy)
+                claimed += claim_due(limit=free - len(claimed), busy=busy, throttled=throttled)
             first = False
             for item in claimed:
                 body, headers = request_for(item.delivery, item.claimed_at)
@@ -341,6 +381,12 @@ def pump(*, budget_seconds: float | None = None, only_ids: list[str] | None = No
                 busy[item.delivery.subscription_id] += 1
             total.max_in_flight = max(total.max_in_flight, len(in_flight))
             if not in_flight and not claimed:
+                room_at = min(throttled.values(), default=None)
+                if room_at is not None and room_at < deadline:
+                    # Only rate-limited endpoints have work: wait for their windows rather than for
+                    # beat, looking again often enough that new work elsewhere is not held up.
+                    time.sleep(min(max(0.0, room_at - time.monotonic()) + 0.001, THROTTLED_POLL))
+                    continue
                 idle_since = idle_since or time.monotonic()
                 if time.monotonic() - idle_since >= IDLE_LINGER:
                     return total

@@ -40,6 +40,9 @@ class Subscription(models.Model):
     description = models.TextField(blank=True, default="")
     active = models.BooleanField(default=True)
     metadata = models.JSONField(default=dict, blank=True)
+    rate_limit = models.PositiveIntegerField(
+        null=True, blank=True, help_text="At most this many deliveries per second; empty: as fast as workers go."
+    )
     secret = models.CharField(max_length=100, default=new_signing_secret, editable=False)
     # After a rotation the old secret keeps signing beside the new one until this time.
     previous_secret = models.CharField(max_length=100, blank=True, default="", editable=False)

@@ -5,7 +5,7 @@ from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from asiri.api import StrictCharField
+from asiri.api import StrictCharField, StrictIntegerField
 from webhooks.events import EVENT_PATTERN_REGEX
 from webhooks.models import Subscription
 from webhooks.validators import MAX_URL_LENGTH, validate_webhook_url
@@ -14,6 +14,7 @@ MAX_PATTERNS = 100
 MAX_METADATA_ENTRIES = 20
 MAX_METADATA_KEY = 40
 MAX_METADATA_VALUE = 500
+MAX_RATE_LIMIT = 10_000
 
 
 class WebhookUrlField(StrictCharField):
@@ -100,6 +101,7 @@ class SubscriptionSerializer(serializers.ModelSerializer):
             "description",
             "active",
             "metadata",
+            "rate_limit",
             "created_at",
             "updated_at",
             "disabled_reason",
@@ -121,3 +123,13 @@ class SubscriptionWriteSerializer(serializers.Serializer):
     description = StrictCharField(max_length=1000, allow_blank=True, default="", trim_whitespace=False)
     active = serializers.BooleanField(default=True)
     metadata = MetadataField(default=dict)
+    rate_limit = StrictIntegerField(
+        min_value=1,
+        max_value=MAX_RATE_LIMIT,
+        allow_null=True,
+        default=None,
+        help_text=(
+            "At most this many deliveries are sent to the endpoint in any one second, by all workers "
+            "together; the rest wait their turn. null (the default) means no limit."
+        ),
+    )

@@ -12,7 +12,7 @@ from tenants.models import Tenant
 from webhooks.events import normalise_patterns
 from webhooks.models import Subscription
 
-UPDATABLE_FIELDS = ("url", "events", "description", "active", "metadata")
+UPDATABLE_FIELDS = ("url", "events", "description", "active", "metadata", "rate_limit")
 
 
 def subscription_create(
@@ -23,6 +23,7 @@ def subscription_create(
     description: str = "",
     active: bool = True,
     metadata: dict[str, str] | None = None,
+    rate_limit: int | None = None,
 ) -> Subscription:
     return Subscription.objects.create(
         tenant=tenant,
@@ -31,6 +32,7 @@ def subscription_create(
         description=description,
         active=active,
         metadata=metadata or {},
+        rate_limit=rate_limit,
     )
 
 

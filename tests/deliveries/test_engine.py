@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import timedelta
-from unittest import mock
 
 import pytest
 from django.utils import timezone
@@ -17,13 +16,6 @@ from webhooks.models import Subscription
 from webhooks.services import subscription_rotate_secret
 
 DEFAULT_SCHEDULE = (5, 300, 1800, 7200, 18000, 36000, 36000)
-
-
-@pytest.fixture
-def post_webhook():
-    with mock.patch("deliveries.http.post_webhook", autospec=True) as patched:
-        patched.return_value = http.HttpResult(200, 7, body="thanks")
-        yield patched
 
 
 @pytest.fixture
@@ -152,7 +144,9 @@ def test_retry_after_is_honoured_up_to_twice_the_schedule(
     delivery = Delivery.objects.get()
     assert delivery.status == DeliveryStatus.RETRYING
     delay = (delivery.next_attempt_at - delivery.last_attempt_at).total_seconds()
-    assert low - 0.01 <= delay <= high + 0.01
+    # Counted from when the outcome was written: after the claim by the send and up to a flush
+    # interval (more on a loaded machine).
+    assert low - 0.01 <= delay <= high + engine.FLUSH_AGE + 0.5
 
 
 def test_410_disables_the_subscription_and_stops_its_pending_deliveries(

@@ -253,3 +253,32 @@ def test_two_workers_and_two_dispatchers_deliver_each_exactly_once(alice, make_s
     assert len(ids) == 1000 and set(ids.values()) == {1}, Counter(ids.values())
     assert Delivery.objects.filter(status="succeeded").count() == 1000
     assert Attempt.objects.count() == 1000
+
+
+def test_a_rate_limited_endpoint_gets_no_more_than_its_rate_and_slows_no_one_else(
+    alice, make_subscription, empty_broker
+):
+    rate = 5
+    with (
+        rx.Receiver() as limited,
+        rx.Receiver() as other,
+        celery_worker(concurrency=1, **FAST),
+        celery_worker(concurrency=1, **FAST),  # two workers: the window must be shared
+    ):
+        make_subscription(alice, url=limited.url(), events=["limited"], rate_limit=rate)
+        make_subscription(alice, url=other.url(), events=["other"])
+        publish_many(alice, 30, event_type="limited")
+        publish_many(alice, 200, event_type="other")
+        assert other.wait_for(200, timeout=20)
+        limited_by_then = len(limited.requests)
+        assert wait_until(lambda: all_final(230), timeout=30)
+    arrivals = sorted(r.received_at for r in limited.requests)
+    assert len(arrivals) == 30
+    # At most `rate` in any one second. Arrivals lag their sends by a variable few milliseconds,
+    # so the window checked here is a little shorter than a second.
+    busiest = max(sum(1 for t in arrivals[i:] if t - arrivals[i] < 0.95) for i in range(len(arrivals)))
+    assert busiest <= rate, busiest
+    assert arrivals[-1] - arrivals[0] >= (30 / rate - 1) * 0.95
+    # The other endpoint's 200 all arrived while the limited one was still being held back.
+    assert limited_by_then < 30, limited_by_then
+    assert Delivery.objects.filter(status="succeeded").count() == 230

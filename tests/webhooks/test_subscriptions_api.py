@@ -16,6 +16,7 @@ READ_FIELDS = {
     "description",
     "active",
     "metadata",
+    "rate_limit",
     "created_at",
     "updated_at",
     "disabled_reason",
@@ -177,6 +178,13 @@ BAD_BODIES = [
     ("metadata", {"metadata": {f"k{i}": "v" for i in range(21)}}),
     ("metadata", {"metadata": {"k": "nul\x00"}}),
     ("metadata", {"metadata": {"k\x00": "v"}}),
+    ("rate_limit", {"rate_limit": 0}),
+    ("rate_limit", {"rate_limit": -1}),
+    ("rate_limit", {"rate_limit": 10_001}),
+    ("rate_limit", {"rate_limit": "5"}),
+    ("rate_limit", {"rate_limit": 5.5}),
+    ("rate_limit", {"rate_limit": True}),
+    ("rate_limit", {"rate_limit": [5]}),
 ]
 
 
@@ -196,8 +204,20 @@ def test_it_accepts_the_limits_exactly(api):
         events=[f"e{i}.x_y.*" for i in range(100)],
         description="d" * 1000,
         metadata={f"{i:02d}" + "k" * 38: "v" * 500 for i in range(20)},
+        rate_limit=10_000,
     )
     assert response.status_code == 201, response.content
+    assert create(api, rate_limit=1).json()["rate_limit"] == 1
+
+
+def test_a_rate_limit_is_optional_and_can_be_set_and_lifted(api):
+    created = create(api).json()
+    assert created["rate_limit"] is None
+    path = f"{URL}/{created['id']}"
+    assert api.patch(path, {"rate_limit": 25}, format="json").json()["rate_limit"] == 25
+    assert api.patch(path, {"description": "still limited"}, format="json").json()["rate_limit"] == 25
+    assert api.patch(path, {"rate_limit": None}, format="json").json()["rate_limit"] is None
+    assert Subscription.objects.get(pk=created["id"]).rate_limit is None
 
 
 def test_it_requires_a_url(api):
