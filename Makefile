@@ -27,7 +27,9 @@ run: install
 	@$(LOCAL_ENV) $(BIN)/python manage.py migrate --noinput
 	@$(LOCAL_ENV) $(BIN)/python manage.py collectstatic --noinput -v0
 	@$(LOCAL_ENV) $(BIN)/python manage.py demo_setup
-	@$(LOCAL_ENV) $(BIN)/honcho start web worker beat
+	@# Every process counts into one fresh directory, which /metrics adds up (docs/operations.md).
+	@rm -rf var/prometheus && mkdir -p var/prometheus
+	@$(LOCAL_ENV) PROMETHEUS_MULTIPROC_DIR=$(CURDIR)/var/prometheus $(BIN)/honcho start web worker priority beat
 
 services:
 	@bash scripts/ensure-services

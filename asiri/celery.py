@@ -1,9 +1,27 @@
 import os
 
 from celery import Celery
+from celery.signals import worker_process_shutdown, worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "asiri.settings")
 
 app = Celery("asiri")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@worker_ready.connect
+def _serve_worker_metrics(**kwargs) -> None:
+    # Imported late: Django is set up by the time a worker is ready, not when this module loads.
+    from asiri.metrics import serve_worker_metrics
+
+    serve_worker_metrics()
+
+
+@worker_process_shutdown.connect
+def _mark_metrics_process_dead(pid: int | None = None, **kwargs) -> None:
+    """Multiprocess mode: a pool process that ended must stop counting in live gauges."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid or os.getpid())

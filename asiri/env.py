@@ -6,6 +6,7 @@ switches something on by accident.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 
 from django.core.exceptions import ImproperlyConfigured
@@ -101,3 +102,37 @@ def env_rate(name: str, default: str) -> str:
     except ValueError:
         raise ImproperlyConfigured(f"{name} must look like 600/min (or /sec, /hour); got {value!r}.") from None
     return value
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def env_networks(name: str, default: tuple[str, ...]) -> tuple[Network, ...]:
+    """Comma-separated CIDR networks such as `127.0.0.0/8,::1/128`; `none` for no network at all."""
+    value = env_str(name)
+    items = default if value is None else tuple(item.strip() for item in value.split(",") if item.strip())
+    if value is not None and value.strip().lower() == "none":
+        return ()
+    try:
+        return tuple(ipaddress.ip_network(item) for item in items)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"{name} must be comma-separated networks such as '127.0.0.0/8,::1/128' (or 'none'); got {value!r}."
+        ) from None
+
+
+def env_address(name: str) -> tuple[str, int] | None:
+    """`host:port` (`[::1]:9108` for IPv6) to listen on, or None when unset."""
+    value = env_str(name)
+    if value is None:
+        return None
+    host, _, port = value.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        number = 0
+    if not 0 < number < 65536:
+        raise ImproperlyConfigured(f"{name} must be an address and port such as '127.0.0.1:9108'; got {value!r}.")
+    return host, number

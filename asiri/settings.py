@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
-from asiri.env import env_bool, env_delays, env_float, env_int, env_list, env_rate, env_str
+from asiri.env import (
+    env_address,
+    env_bool,
+    env_delays,
+    env_float,
+    env_int,
+    env_list,
+    env_networks,
+    env_rate,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Everything the embedded default writes (SQLite file, Celery's filesystem queue, beat
@@ -44,6 +56,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "asiri.health.HealthCheckMiddleware",
+    "asiri.metrics.MetricsMiddleware",
     "asiri.logs.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -120,6 +133,12 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = env_str("ASIRI_CELERY_QUEUE", "asiri")
+# Test sends and redeliveries have a queue of their own, so a person waiting on one is never
+# behind a backlog: the Procfile's `priority` worker takes only this queue; other workers take
+# both whenever one of their processes is free (acks_late + prefetch 1: nothing is held back).
+ASIRI_PRIORITY_QUEUE = f"{CELERY_TASK_DEFAULT_QUEUE}.priority"
+CELERY_TASK_QUEUES = (Queue(CELERY_TASK_DEFAULT_QUEUE), Queue(ASIRI_PRIORITY_QUEUE))
+CELERY_TASK_ROUTES = {"deliveries.tasks.deliver_now": {"queue": ASIRI_PRIORITY_QUEUE}}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
@@ -168,6 +187,25 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": 3600.0},
     },
 }
+
+# --- Metrics (docs/operations.md, "Monitoring") ------------------------------------------
+# /metrics answers a client in these networks, or one presenting the token; nobody else. The
+# default keeps it on the host: a scraper elsewhere needs the token or its network listed.
+ASIRI_METRICS_TOKEN = env_str("ASIRI_METRICS_TOKEN", "")
+if ASIRI_METRICS_TOKEN and len(ASIRI_METRICS_TOKEN) < 16:
+    raise ImproperlyConfigured("ASIRI_METRICS_TOKEN must be at least 16 characters long.")
+ASIRI_METRICS_ALLOWED_NETWORKS = env_networks("ASIRI_METRICS_ALLOWED_NETWORKS", ("127.0.0.0/8", "::1/128"))
+# prometheus_client takes the variable's mere presence for multiprocess mode, even empty.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR") == "":
+    del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+if env_str("PROMETHEUS_MULTIPROC_DIR") and not Path(env_str("PROMETHEUS_MULTIPROC_DIR")).is_dir():
+    raise ImproperlyConfigured("PROMETHEUS_MULTIPROC_DIR must name an existing directory (empty it at each start).")
+# A worker host without a web process serves its workers' counters here (no token: bind it privately).
+ASIRI_WORKER_METRICS_ADDRESS = env_address("ASIRI_WORKER_METRICS_ADDRESS")
+if ASIRI_WORKER_METRICS_ADDRESS and not env_str("PROMETHEUS_MULTIPROC_DIR"):
+    raise ImproperlyConfigured(
+        "ASIRI_WORKER_METRICS_ADDRESS needs PROMETHEUS_MULTIPROC_DIR: the worker's pool processes do the counting."
+    )
 
 # --- REST framework and OpenAPI ----------------------------------------------------------
 REST_FRAMEWORK = {

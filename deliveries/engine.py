@@ -21,6 +21,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from deliveries import http, ratelimit
+from deliveries.metrics import count_outcomes
 from deliveries.models import Attempt, Delivery, DeliveryStatus
 from deliveries.retry import next_delay
 from deliveries.signing import signature_header
@@ -293,6 +294,8 @@ def record_outcomes(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStat
         for claimed, values in retries:
             Delivery.objects.filter(pk=claimed.delivery.pk, last_attempt_at=claimed.claimed_at).update(**values)
         _update_subscription_health(now, healthy=healthy - failing, failing=failing - healthy, gone=gone)
+    # Counted once the outcomes are committed, so metrics never run ahead of the database.
+    count_outcomes([result for _, result in outcomes], stats)
     return stats
 
 
@@ -405,6 +408,27 @@ def pump(*, budget_seconds: float | None = None, only_ids: list[str] | None = No
         if finished and (len(finished) >= FLUSH_BATCH or not in_flight or time.monotonic() - flushed_at >= FLUSH_AGE):
             _add(total, record_outcomes(finished))
             finished, flushed_at = [], time.monotonic()
+
+
+def send_now(delivery_ids: list[str]) -> PumpStats:
+    """Claim and send just these deliveries (a test send, a redelivery), whatever else is due.
+
+    The priority queue's task: a person is waiting for this, so it never joins a backlog. A
+    delivery another worker already holds, or whose endpoint's rate limit is full, is left
+    to the pumps.
+    """
+    claimed = claim_due(limit=len(delivery_ids), only_ids=delivery_ids)
+    if not claimed:
+        return PumpStats()
+    sender = http.sender()
+    in_flight = {}
+    for item in claimed:
+        body, headers = request_for(item.delivery, item.claimed_at)
+        in_flight[sender.submit(item.delivery.subscription.url, body, headers)] = item
+    results = [(in_flight[future], future.result()) for future in concurrent.futures.as_completed(in_flight)]
+    stats = record_outcomes(results)
+    stats.max_in_flight = len(claimed)
+    return stats
 
 
 def _add(total: PumpStats, part: PumpStats) -> None:

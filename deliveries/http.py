@@ -42,6 +42,7 @@ from webhooks.addresses import (
 
 MAX_BODY_BYTES = 20_000
 MAX_LOCATION_CHARS = 500
+FAILURES = ("timeout", "connection_error", "tls_error", "dns_error", "refused", "invalid_url", "other_error")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class HttpResult:
     error: str = ""
     location: str = ""
     retry_after: float | None = None
+    # Why no response came (one of FAILURES), so metrics can count kinds without parsing `error`.
+    failure: str = ""
 
     @property
     def ok(self) -> bool:
@@ -114,8 +117,8 @@ async def post_webhook(session: aiohttp.ClientSession, url: str, body: bytes, he
     """POST one signed webhook and describe what happened; never raises for the endpoint's faults."""
     started = time.monotonic()
 
-    def failed(error: str) -> HttpResult:
-        return HttpResult(None, int((time.monotonic() - started) * 1000), error=error)
+    def failed(failure: str, error: str) -> HttpResult:
+        return HttpResult(None, int((time.monotonic() - started) * 1000), error=error, failure=failure)
 
     timeout = aiohttp.ClientTimeout(total=settings.ASIRI_DELIVERY_TIMEOUT, sock_connect=settings.ASIRI_CONNECT_TIMEOUT)
     try:
@@ -136,21 +139,21 @@ async def post_webhook(session: aiohttp.ClientSession, url: str, body: bytes, he
                 retry_after=parse_retry_after(response.headers.get("Retry-After")),
             )
     except BlockedAddress as exc:
-        return failed(f"Refused: {exc}")
+        return failed("refused", f"Refused: {exc}")
     except ResolutionFailed as exc:
-        return failed(str(exc))
+        return failed("dns_error", str(exc))
     except TimeoutError:
-        return failed(f"Timed out after {settings.ASIRI_DELIVERY_TIMEOUT:g} s.")
+        return failed("timeout", f"Timed out after {settings.ASIRI_DELIVERY_TIMEOUT:g} s.")
     except aiohttp.ClientConnectorCertificateError as exc:
-        return failed(f"TLS certificate error: {exc.certificate_error}")
+        return failed("tls_error", f"TLS certificate error: {exc.certificate_error}")
     except aiohttp.ClientConnectorError as exc:
-        return failed(f"Connection failed: {exc.os_error.strerror or exc.os_error}")
+        return failed("connection_error", f"Connection failed: {exc.os_error.strerror or exc.os_error}")
     except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError) as exc:
-        return failed(f"Connection broken: {exc or type(exc).__name__}")
+        return failed("connection_error", f"Connection broken: {exc or type(exc).__name__}")
     except aiohttp.ClientError as exc:
-        return failed(f"{type(exc).__name__}: {exc}")
+        return failed("other_error", f"{type(exc).__name__}: {exc}")
     except (ValueError, UnicodeError) as exc:
-        return failed(f"Invalid URL: {exc}")
+        return failed("invalid_url", f"Invalid URL: {exc}")
 
 
 class Sender:

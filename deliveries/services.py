@@ -14,6 +14,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from deliveries.engine import stop_pending, stop_reason
+from deliveries.metrics import count_dispatcher_run
 from deliveries.models import TEST_EVENT_TYPE, Attempt, Delivery, DeliveryStatus, Event
 from tenants.models import Tenant
 from webhooks.models import Subscription
@@ -40,17 +41,21 @@ def _wake_workers_after_commit(count: int = 1, *, only_ids: list[str] | None = N
     A worker woken less than WAKEUP_COALESCE seconds ago is still pumping (it lingers for
     longer than that before it stops), so a burst of publishes costs one wake-up, not one each.
     """
-    from deliveries.tasks import deliver  # tasks import this module
+    from deliveries.tasks import deliver, deliver_now  # tasks import this module
 
     def wake() -> None:
         global _last_wakeup
         now = time.monotonic()
-        if only_ids is None and count == 1 and now - _last_wakeup < WAKEUP_COALESCE:
-            return
-        _last_wakeup = now
         try:
+            if only_ids is not None:
+                # send_now sends just these and stops: it is no pump for later publishes to rely on.
+                deliver_now.apply_async(args=[only_ids], expires=WAKEUP_EXPIRES)
+                return
+            if count == 1 and now - _last_wakeup < WAKEUP_COALESCE:
+                return
+            _last_wakeup = now
             for _ in range(count):
-                deliver.apply_async(kwargs={"only_ids": only_ids}, expires=WAKEUP_EXPIRES)
+                deliver.apply_async(expires=WAKEUP_EXPIRES)
         except Exception:
             # The rows are the source of truth: the dispatcher wakes a worker for them shortly.
             logger.exception("Could not reach the broker; the dispatcher will pick these deliveries up")
@@ -183,6 +188,7 @@ def deliveries_dispatch() -> int:
 
         for _ in range(wakeups):
             deliver.apply_async(expires=WAKEUP_EXPIRES)
+    count_dispatcher_run()
     return due
 
 

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from deliveries.engine import pump
+from deliveries.engine import pump, send_now
 from deliveries.services import WAKEUP_EXPIRES, deliveries_dispatch, deliveries_purge_expired
 
 
@@ -13,6 +13,12 @@ def deliver(only_ids: list[str] | None = None) -> str:
     if stats.reclaim:
         deliver.apply_async(expires=WAKEUP_EXPIRES)
     return str(stats)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def deliver_now(delivery_ids: list[str]) -> str:
+    """Test sends and redeliveries, on their own queue (ASIRI_PRIORITY_QUEUE): never behind a backlog."""
+    return str(send_now(delivery_ids))
 
 
 @shared_task(ignore_result=True)

@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks.webhooks import Webhook
 
 from tests.support.processes import ROOT
@@ -39,6 +40,13 @@ def call(method: str, url: str, key: str, body: dict | None = None) -> dict:
         return json.loads(response.read())
 
 
+def metric(base: str, name: str, **labels: str) -> float:
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    samples = (sample for family in text_string_to_metric_families(text) for sample in family.samples)
+    return next((s.value for s in samples if s.name == name and s.labels == labels), 0.0)
+
+
 def test_a_test_send_arrives_through_web_worker_and_beat(tmp_path: Path):
     port = free_port()
     bin_dir = Path(sys.executable).parent
@@ -52,7 +60,9 @@ def test_a_test_send_arrives_through_web_worker_and_beat(tmp_path: Path):
         HOST="127.0.0.1",
         PORT=str(port),
         PYTHONUNBUFFERED="1",
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"),  # as make run sets it
     )
+    (tmp_path / "prometheus").mkdir()
     for command in (["migrate", "--noinput", "-v0"], ["demo_setup"]):
         subprocess.run(
             [sys.executable, "manage.py", *command], cwd=ROOT, env=env, check=True, capture_output=True, timeout=120
@@ -60,7 +70,7 @@ def test_a_test_send_arrives_through_web_worker_and_beat(tmp_path: Path):
     key = (tmp_path / "var" / "demo-api-key.txt").read_text().strip()
     log = open(tmp_path / "honcho.log", "w")
     honcho = subprocess.Popen(
-        [str(bin_dir / "honcho"), "start", "web", "worker", "beat"],
+        [str(bin_dir / "honcho"), "start", "web", "worker", "priority", "beat"],
         cwd=ROOT,
         env=env,
         stdout=log,
@@ -100,6 +110,14 @@ def test_a_test_send_arrives_through_web_worker_and_beat(tmp_path: Path):
             time.sleep(0.1)
         beat_log = (tmp_path / "honcho.log").read_text()
         assert "beat: Starting" in beat_log
+        # The worker's counting, served by the web process (make run's metrics, on SQLite).
+        deadline = time.monotonic() + 10
+        while metric(base, "asiri_deliveries_total", outcome="succeeded") != 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert metric(base, "asiri_attempts_total", response_class="2xx") == 1
+        assert metric(base, "asiri_dispatcher_runs_total") >= 1
+        assert metric(base, "asiri_deliveries_backlog", state="due") == 0
     finally:
         os.killpg(honcho.pid, signal.SIGTERM)
         try:

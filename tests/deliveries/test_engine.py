@@ -299,3 +299,18 @@ def test_test_sends_to_a_deleted_subscription_are_stopped(
     engine.pump(budget_seconds=2)
     post_webhook.assert_not_called()
     assert Delivery.objects.get().status == DeliveryStatus.FAILED
+
+
+def test_send_now_sends_just_the_named_delivery_ahead_of_an_older_backlog(
+    post_webhook, alice, make_subscription, publish
+):
+    make_subscription(alice, events=["bulk"])
+    for _ in range(5):
+        publish("bulk")
+    with_backlog = make_subscription(alice, events=["nothing.matches"])
+    test_send = delivery_send_test(subscription=with_backlog)
+    stats = engine.send_now([test_send.id])
+    assert (stats.sent, stats.succeeded) == (1, 1)
+    assert [c.args[1] for c in post_webhook.call_args_list] == [with_backlog.url]
+    assert Delivery.objects.filter(status=DeliveryStatus.PENDING, is_test=False).count() == 5
+    assert engine.send_now([test_send.id]).sent == 0  # already done: nothing to claim

@@ -11,7 +11,7 @@ import pytest
 from django.db import transaction
 
 from deliveries.models import Attempt, Delivery, Event
-from deliveries.services import event_publish
+from deliveries.services import delivery_send_test, event_publish
 from tests.support import receiver as rx
 from tests.support.canary import Canary
 from tests.support.processes import celery_beat, celery_worker, redis_server, stop, wait_until
@@ -282,3 +282,29 @@ def test_a_rate_limited_endpoint_gets_no_more_than_its_rate_and_slows_no_one_els
     # The other endpoint's 200 all arrived while the limited one was still being held back.
     assert limited_by_then < 30, limited_by_then
     assert Delivery.objects.filter(status="succeeded").count() == 230
+
+
+def test_a_test_send_is_not_queued_behind_a_backlog(alice, make_subscription, empty_broker, settings):
+    env = {
+        **FAST,
+        "ASIRI_DELIVERY_TIMEOUT": "5",
+        "ASIRI_SEND_CONCURRENCY": "10",
+        "ASIRI_SEND_CONCURRENCY_PER_ENDPOINT": "10",
+        "ASIRI_PUMP_SECONDS": "30",  # the backlog's pump holds its process until the backlog is gone
+    }
+    with (
+        rx.Receiver(delay=0.3) as busy,
+        rx.Receiver() as waiting,
+        celery_worker(concurrency=1, **env),  # one process, kept busy by the backlog
+        celery_worker(concurrency=1, queue=settings.ASIRI_PRIORITY_QUEUE, **env),  # the Procfile's `priority`
+    ):
+        make_subscription(alice, url=busy.url(), events=["bulk"])
+        target = make_subscription(alice, url=waiting.url(), events=["nothing.matches"])
+        publish_many(alice, 200, event_type="bulk")  # 200 x 0.3 s, 10 at a time: about 6 s of backlog
+        assert busy.wait_for(20, timeout=20)
+        delivery_send_test(subscription=target)
+        assert waiting.wait_for(1, timeout=10)
+        backlog_sent_by_then = len(busy.requests)
+        assert wait_until(lambda: all_final(201), timeout=30)
+    # Behind the backlog it would have been claimed after all 200: it arrived long before.
+    assert backlog_sent_by_then < 150, backlog_sent_by_then

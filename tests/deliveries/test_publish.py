@@ -5,12 +5,13 @@ import json
 from datetime import timedelta
 
 import pytest
+import redis
 from django.core.management import CommandError, call_command
 from django.db import transaction
 from django.utils import timezone
 
 from deliveries.models import Delivery, Event
-from deliveries.services import event_publish
+from deliveries.services import delivery_send_test, event_publish
 
 EVENTS = "/v1/events"
 
@@ -172,3 +173,17 @@ def test_the_command_prints_the_event_id_last(alice, make_subscription, django_c
 def test_the_command_explains_bad_input(alice, args, message):
     with pytest.raises(CommandError, match=message):
         run("publish_event", *args)
+
+
+def test_test_sends_wake_the_priority_queue_and_do_not_swallow_a_publishs_wakeup(
+    alice, make_subscription, empty_broker, settings, django_capture_on_commit_callbacks, monkeypatch
+):
+    monkeypatch.setattr("deliveries.services._last_wakeup", 0.0)
+    subscription = make_subscription(alice)
+    with django_capture_on_commit_callbacks(execute=True):
+        delivery_send_test(subscription=subscription)
+    with django_capture_on_commit_callbacks(execute=True):
+        event_publish(tenant=alice, event_type="invoice.paid", data={})  # within the coalescing window
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    assert broker.llen(settings.ASIRI_PRIORITY_QUEUE) == 1
+    assert broker.llen(settings.CELERY_TASK_DEFAULT_QUEUE) == 1

@@ -76,8 +76,8 @@ def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
         process.wait()
 
 
-def celery_worker(*, concurrency: int = 2, ready_timeout: float = 30.0, **extra_env: str):
-    """`celery worker` as the Procfile starts it, on this test run's database."""
+def celery_worker(*, concurrency: int = 2, queue: str | None = None, ready_timeout: float = 30.0, **extra_env: str):
+    """`celery worker` as the Procfile starts it, on this test run's database: every queue, or only `queue`."""
     command = [
         sys.executable,
         "-m",
@@ -92,6 +92,8 @@ def celery_worker(*, concurrency: int = 2, ready_timeout: float = 30.0, **extra_
         "--without-mingle",
         "--without-gossip",
     ]
+    if queue:
+        command += ["--queues", queue, "--hostname", f"{queue}@%h"]
     return _service(command, " ready.", service_env(**extra_env), ready_timeout)
 
 
@@ -173,3 +175,27 @@ def wait_until(predicate, timeout: float):
             return value
         time.sleep(0.05)
     return predicate()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def gunicorn(port: int, *, workers: int = 2, ready_timeout: float = 30.0, **extra_env: str):
+    """The Procfile's `web` on 127.0.0.1:`port`, on this test run's database; ready once it listens
+    (wait for /healthz before counting on every worker)."""
+    command = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "asiri.wsgi",
+        "-c",
+        "asiri/gunicorn.conf.py",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+    ]
+    return _service(command, "Listening at:", service_env(**extra_env), ready_timeout)
