@@ -274,9 +274,9 @@ def test_a_rate_limited_endpoint_gets_no_more_than_its_rate_and_slows_no_one_els
         assert wait_until(lambda: all_final(230), timeout=30)
     arrivals = sorted(r.received_at for r in limited.requests)
     assert len(arrivals) == 30
-    # At most `rate` in any one second. Arrivals lag their sends by a variable few milliseconds,
-    # so the window checked here is a little shorter than a second.
-    busiest = max(sum(1 for t in arrivals[i:] if t - arrivals[i] < 0.95) for i in range(len(arrivals)))
+    # At most `rate` in any one second. Arrivals lag their sends by a variable few milliseconds
+    # (more on a loaded machine), so the window checked here is a little shorter than a second.
+    busiest = max(sum(1 for t in arrivals[i:] if t - arrivals[i] < 0.9) for i in range(len(arrivals)))
     assert busiest <= rate, busiest
     assert arrivals[-1] - arrivals[0] >= (30 / rate - 1) * 0.95
     # The other endpoint's 200 all arrived while the limited one was still being held back.
