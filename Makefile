@@ -13,7 +13,7 @@ TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 TEST_ENV := PATH="$(BIN):$$PATH" DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) \
 	DJANGO_SECRET_KEY=test-only-secret-key DJANGO_DEBUG=0 DJANGO_ALLOWED_HOSTS=testserver,localhost,127.0.0.1
 
-.PHONY: install run test lint services fmt clean bench bench-admin
+.PHONY: install run test fuzz lint services fmt clean bench bench-admin
 
 $(STAMP): requirements.txt
 	@echo "==> Creating $(VENV) and installing requirements.txt"
@@ -37,6 +37,10 @@ services:
 test: install services
 	@$(BIN)/ruff check --quiet . && $(BIN)/ruff format --check --quiet .
 	@$(TEST_ENV) $(BIN)/python -m pytest
+
+# Schemathesis alone, longer: 1000 new examples per operation (make test runs 100, the same each time).
+fuzz: install services
+	@$(TEST_ENV) ASIRI_FUZZ_EXAMPLES=$${ASIRI_FUZZ_EXAMPLES:-1000} ASIRI_FUZZ_RANDOM=1 $(BIN)/python -m pytest tests/fuzz
 
 lint: install
 	@$(BIN)/ruff check .

@@ -29,12 +29,26 @@ class StrictCharField(serializers.CharField):
 
 
 class StrictIntegerField(serializers.IntegerField):
-    """An integer field that refuses strings, floats and booleans (DRF takes "5", 5.0 and true)."""
+    """An integer field that refuses strings, fractions and booleans (DRF takes "5", 5.5 and true).
+
+    5.0 is the integer 5, as JSON Schema (and so the OpenAPI document) counts integers.
+    """
 
     def to_internal_value(self, data) -> int:
+        if isinstance(data, float) and data.is_integer():
+            data = int(data)
         if isinstance(data, bool) or not isinstance(data, int):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """A boolean field that takes only true and false (DRF also takes "yes", "on", 1, "0"...)."""
+
+    def to_internal_value(self, data) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
 
 
 class PayloadTooLarge(exceptions.APIException):
@@ -191,8 +205,14 @@ class KeysetPagination(BasePagination):
                 "name": self.page_size_query_param,
                 "in": "query",
                 "required": False,
-                "description": f"Items per page, 1 to {self.max_page_size} (default {self.page_size}).",
-                "schema": {"type": "integer", "minimum": 1, "maximum": self.max_page_size, "default": self.page_size},
+                "description": f"Items per page, 1 to {self.max_page_size} (default {self.page_size}; so does empty).",
+                "schema": {
+                    "anyOf": [
+                        {"type": "integer", "minimum": 1, "maximum": self.max_page_size},
+                        {"type": "string", "maxLength": 0},
+                    ],
+                    "default": self.page_size,
+                },
             },
         ]
 

@@ -1,18 +1,27 @@
-"""How the OpenAPI document describes authentication and error bodies."""
+"""How the OpenAPI document describes authentication, error bodies and the fields DRF cannot describe."""
 
 from __future__ import annotations
 
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from django.core.validators import RegexValidator
+from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerFieldExtension
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.plumbing import ResolvedComponent
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import serializers
+
+# DRF's CharField refuses NUL (PostgreSQL cannot store it in text or jsonb): strings in requests
+# say so. ECMA-262 and Python read this pattern alike.
+NO_NUL = "^[^\\u0000]*$"
 
 _DESCRIPTIONS = {
     400: "Invalid input: the body names each bad field or query parameter.",
     401: "Missing, malformed, unknown, revoked or expired API key (`WWW-Authenticate: Bearer`).",
     403: "The API key lacks the scope this operation needs; `required_scope` names it.",
     404: "No such object for this tenant.",
+    406: "The `Accept` header admits no `application/json`.",
     409: "The object is not in a state that allows this.",
     413: "Request body too large.",
+    415: "The body is not `application/json`.",
     429: "Too many requests with this API key; `Retry-After` says when to try again.",
 }
 
@@ -29,7 +38,8 @@ _VALIDATION = {
 
 def error_responses(*codes: int) -> dict[int, OpenApiResponse]:
     responses = {}
-    for code in (*codes, 429):  # every operation is rate limited per key
+    # Every operation negotiates the response type first, and is rate limited per key.
+    for code in (*codes, 406, 429):
         body = {400: _VALIDATION, 403: _SCOPE}.get(code, _DETAIL)
         responses[code] = OpenApiResponse(response=body, description=_DESCRIPTIONS[code])
     return responses
@@ -47,3 +57,89 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
                 "An ASIRI API key: `Authorization: Bearer asiri_…`. Each operation names the scope it needs."
             ),
         }
+
+
+class NoNulStringField(OpenApiSerializerFieldExtension):
+    """Every string field of a request states that NUL is refused, unless its pattern already does."""
+
+    target_class = "asiri.api.StrictCharField"
+    match_subclasses = True
+
+    def map_serializer_field(self, auto_schema, direction) -> dict:
+        schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
+        if direction == "request" and not any(isinstance(v, RegexValidator) for v in self.target.validators):
+            # `not` rather than NO_NUL: drf-spectacular puts a field's own pattern in `pattern`, and
+            # wraps a blank-allowing field that has one in a oneOf that "" would match twice.
+            schema["not"] = {"pattern": "\\u0000"}
+        return schema
+
+
+class WebhookUrlField(OpenApiSerializerFieldExtension):
+    """The URL grammar the API enforces, which depends on whether http:// is allowed here."""
+
+    target_class = "webhooks.serializers.WebhookUrlField"
+    priority = 1  # before NoNulStringField, which matches it too
+
+    def map_serializer_field(self, auto_schema, direction) -> dict:
+        from webhooks.validators import webhook_url_pattern
+
+        schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
+        schema["pattern"] = webhook_url_pattern()
+        return schema
+
+
+class JsonObjectField(OpenApiSerializerFieldExtension):
+    """A JSON object whose keys and strings, at any depth, contain no NUL."""
+
+    target_class = "deliveries.serializers.JsonObjectField"
+
+    def map_serializer_field(self, auto_schema, direction) -> dict:
+        # Recursive, so a component: type-specific keywords apply only to values of that type.
+        value = ResolvedComponent(
+            name="JsonValue",
+            type=ResolvedComponent.SCHEMA,
+            object="JsonValue",
+            schema={
+                "description": "Any JSON value whose strings and object keys contain no NUL (\\u0000).",
+                "pattern": NO_NUL,
+                "propertyNames": {"pattern": NO_NUL},
+                "items": {"$ref": "#/components/schemas/JsonValue"},
+                "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},
+            },
+        )
+        auto_schema.registry.register_on_missing(value)
+        return {"type": "object", "propertyNames": {"pattern": NO_NUL}, "additionalProperties": value.ref}
+
+
+def _links(*targets: tuple[str, dict[str, str]]) -> dict[str, dict]:
+    return {
+        operation_id[0].upper() + operation_id[1:]: {"operationId": operation_id, "parameters": parameters}
+        for operation_id, parameters in targets
+    }
+
+
+_NEW_SUBSCRIPTION = {"id": "$response.body#/id"}
+_ITS_DELIVERIES = {"subscription_id": "$response.body#/id"}
+_NEW_DELIVERY = {"subscription_id": "$request.path.subscription_id", "delivery_id": "$response.body#/id"}
+# (operationId, status) -> what a client can do next with the object that response returned.
+LINKS: dict[tuple[str, int], dict[str, dict]] = {
+    ("createSubscription", 201): _links(
+        ("getSubscription", _NEW_SUBSCRIPTION),
+        ("updateSubscription", _NEW_SUBSCRIPTION),
+        ("deleteSubscription", _NEW_SUBSCRIPTION),
+        ("rotateSubscriptionSecret", _NEW_SUBSCRIPTION),
+        ("sendTestEvent", _ITS_DELIVERIES),
+        ("listDeliveries", _ITS_DELIVERIES),
+    ),
+    ("sendTestEvent", 202): _links(("getDelivery", _NEW_DELIVERY), ("redeliverDelivery", _NEW_DELIVERY)),
+    ("redeliverDelivery", 202): _links(("getDelivery", _NEW_DELIVERY)),
+}
+
+
+class LinkedAutoSchema(AutoSchema):
+    """drf-spectacular's AutoSchema plus the response links in LINKS (which it has no decorator for)."""
+
+    def _get_response_for_code(self, serializer, status_code, media_types=None, direction="response") -> dict:
+        response = super()._get_response_for_code(serializer, status_code, media_types, direction)
+        links = LINKS.get((self.get_operation_id(), int(status_code)))
+        return {**response, "links": links} if links else response

@@ -1,10 +1,8 @@
-from django.core.validators import RegexValidator
-from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from asiri.api import StrictCharField
 from deliveries.models import Attempt, Delivery
-from webhooks.events import EVENT_NAME_RE
+from webhooks.events import EVENT_NAME_RE, FullMatchValidator
 
 
 class AttemptSerializer(serializers.ModelSerializer):
@@ -47,8 +45,9 @@ def _contains_nul(value) -> bool:
     return False
 
 
-@extend_schema_field({"type": "object", "additionalProperties": True, "description": "Any JSON object."})
 class JsonObjectField(serializers.JSONField):
+    """Any JSON object without NUL characters (documented by asiri.openapi.JsonObjectField)."""
+
     def to_internal_value(self, data) -> dict:
         if not isinstance(data, dict):
             raise serializers.ValidationError("Must be a JSON object.")
@@ -60,8 +59,9 @@ class JsonObjectField(serializers.JSONField):
 class EventPublishSerializer(serializers.Serializer):
     type = StrictCharField(
         max_length=200,
+        trim_whitespace=False,  # " invoice.paid" is not an event name, as the pattern says
         validators=[
-            RegexValidator(EVENT_NAME_RE.pattern, "Must be an event name such as invoice.paid (no wildcards).")
+            FullMatchValidator(EVENT_NAME_RE.pattern, "Must be an event name such as invoice.paid (no wildcards).")
         ],
         help_text="The event type, e.g. `invoice.paid`: lowercase words separated by dots.",
     )
@@ -69,6 +69,7 @@ class EventPublishSerializer(serializers.Serializer):
     idempotency_key = StrictCharField(
         max_length=200,
         required=False,
+        trim_whitespace=False,  # opaque: " k" and "k" are different keys
         help_text="Publishing again with the same key within 24 hours returns the first event and sends nothing.",
     )
 

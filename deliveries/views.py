@@ -10,9 +10,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from asiri.api import KeysetPagination
-from asiri.openapi import error_responses
+from asiri.openapi import NO_NUL, LinkedAutoSchema, error_responses
 from deliveries.filters import DeliveryFilter
-from deliveries.models import Attempt, Delivery
+from deliveries.models import Attempt, Delivery, DeliveryStatus
 from deliveries.serializers import DeliverySerializer, EventPublishedSerializer, EventPublishSerializer
 from deliveries.services import DeliveryConflict, delivery_redeliver, delivery_send_test, event_publish
 from webhooks.models import Subscription
@@ -24,6 +24,26 @@ SUBSCRIPTION_ID = OpenApiParameter(
 DELIVERY_ID = OpenApiParameter(
     "delivery_id", str, OpenApiParameter.PATH, description="A delivery id (`dlv_…`, the receiver's `webhook-id`)."
 )
+# The filters exactly as DeliveryFilter reads them; an empty value is the same as leaving one out.
+_EMPTY = {"type": "string", "maxLength": 0}
+DELIVERY_FILTERS = [
+    OpenApiParameter("status", enum=[*DeliveryStatus.values, ""], description="Only deliveries in this state."),
+    OpenApiParameter(
+        "event_type",
+        {"type": "string", "maxLength": 200, "pattern": NO_NUL},
+        description="Only deliveries of this event type (exactly).",
+    ),
+    OpenApiParameter(
+        "created_after",
+        {"anyOf": [{"type": "string", "format": "date-time"}, _EMPTY]},
+        description="Only deliveries created at or after this RFC 3339 date-time.",
+    ),
+    OpenApiParameter(
+        "created_before",
+        {"anyOf": [{"type": "string", "format": "date-time"}, _EMPTY]},
+        description="Only deliveries created before this RFC 3339 date-time.",
+    ),
+]
 
 
 class SubscriptionScopedMixin(TenantScopedViewSetMixin):
@@ -46,7 +66,7 @@ class SubscriptionScopedMixin(TenantScopedViewSetMixin):
         summary="List a subscription's deliveries",
         operation_id="listDeliveries",
         description="The delivery log, newest first, with every attempt. Scope: `audit:read`.",
-        parameters=[SUBSCRIPTION_ID],
+        parameters=[SUBSCRIPTION_ID, *DELIVERY_FILTERS],
         responses={200: DeliverySerializer(many=True), **error_responses(400, 401, 403, 404)},
     ),
     retrieve=extend_schema(
@@ -83,6 +103,7 @@ class SubscriptionScopedMixin(TenantScopedViewSetMixin):
 class SubscriptionDeliveryViewSet(
     SubscriptionScopedMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
 ):
+    schema = LinkedAutoSchema()
     queryset = Delivery.objects.all()
     serializer_class = DeliverySerializer
     filterset_class = DeliveryFilter
@@ -135,7 +156,7 @@ class EventPublishView(APIView):
             "creates nothing. Bodies over 256 KB are refused with 413. Scope: `events:write`."
         ),
         request=EventPublishSerializer,
-        responses={202: EventPublishedSerializer, **error_responses(400, 401, 403, 413)},
+        responses={202: EventPublishedSerializer, **error_responses(400, 401, 403, 413, 415)},
     )
     def post(self, request) -> Response:
         payload = EventPublishSerializer(data=request.data)

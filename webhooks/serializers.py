@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from asiri.api import StrictCharField, StrictIntegerField
-from webhooks.events import EVENT_PATTERN_REGEX
+from asiri.api import StrictBooleanField, StrictCharField, StrictIntegerField
+from asiri.openapi import NO_NUL
+from webhooks.events import EVENT_PATTERN_REGEX, FullMatchValidator
 from webhooks.models import Subscription
 from webhooks.validators import MAX_URL_LENGTH, validate_webhook_url
 
@@ -34,8 +34,8 @@ class WebhookUrlField(StrictCharField):
     {
         "type": "object",
         "maxProperties": MAX_METADATA_ENTRIES,
-        "additionalProperties": {"type": "string", "maxLength": MAX_METADATA_VALUE},
-        "propertyNames": {"maxLength": MAX_METADATA_KEY},
+        "additionalProperties": {"type": "string", "maxLength": MAX_METADATA_VALUE, "pattern": NO_NUL},
+        "propertyNames": {"maxLength": MAX_METADATA_KEY, "pattern": NO_NUL},
         "description": (
             f"Your own labels: at most {MAX_METADATA_ENTRIES} string values, keys up to "
             f"{MAX_METADATA_KEY} characters, values up to {MAX_METADATA_VALUE}."
@@ -69,8 +69,9 @@ def event_patterns_field(**kwargs) -> serializers.ListField:
     return serializers.ListField(
         child=StrictCharField(
             max_length=200,
+            trim_whitespace=False,  # " invoice.*" is not a pattern, as the document says
             validators=[
-                RegexValidator(
+                FullMatchValidator(
                     EVENT_PATTERN_REGEX,
                     "Must be an event name (invoice.paid), a prefix wildcard (invoice.*) or *.",
                 )
@@ -121,7 +122,7 @@ class SubscriptionWriteSerializer(serializers.Serializer):
     url = WebhookUrlField(help_text="Where events are POSTed. https only in production; private addresses are refused.")
     events = event_patterns_field(default=lambda: ["*"])
     description = StrictCharField(max_length=1000, allow_blank=True, default="", trim_whitespace=False)
-    active = serializers.BooleanField(default=True)
+    active = StrictBooleanField(default=True)
     metadata = MetadataField(default=dict)
     rate_limit = StrictIntegerField(
         min_value=1,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -10,6 +11,37 @@ from django.core.exceptions import ValidationError
 from webhooks.addresses import BlockedAddress, ResolutionFailed, check_addresses, connect_hosts, resolve
 
 MAX_URL_LENGTH = 2048
+
+# The grammar the OpenAPI document states, and so the one enforced: every URL it matches gets
+# through the checks below save the address ones, which no pattern can state. Hosts are ASCII
+# DNS labels (an IDN in its xn-- form) or a bracketed IPv6 address, as Python's ipaddress reads it.
+_H16 = "[0-9A-Fa-f]{1,4}"
+_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+_LS32 = rf"({_H16}:{_H16}|{_OCTET}(\.{_OCTET}){{3}})"
+_IPV6 = "|".join(  # RFC 3986, section 3.2.2
+    (
+        rf"({_H16}:){{6}}{_LS32}",
+        rf"::({_H16}:){{5}}{_LS32}",
+        rf"({_H16})?::({_H16}:){{4}}{_LS32}",
+        rf"(({_H16}:){{0,1}}{_H16})?::({_H16}:){{3}}{_LS32}",
+        rf"(({_H16}:){{0,2}}{_H16})?::({_H16}:){{2}}{_LS32}",
+        rf"(({_H16}:){{0,3}}{_H16})?::{_H16}:{_LS32}",
+        rf"(({_H16}:){{0,4}}{_H16})?::{_LS32}",
+        rf"(({_H16}:){{0,5}}{_H16})?::{_H16}",
+        rf"(({_H16}:){{0,6}}{_H16})?::",
+    )
+)
+_LABEL = "[A-Za-z0-9_-]{1,63}"
+_HOST = rf"({_LABEL}(\.{_LABEL})*\.?|\[({_IPV6})\])"
+_PORT = "(:(0*([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?)?"
+# Path, query and fragment: anything but what str.isspace() calls whitespace and control characters.
+_REST = r"([/?#][^\u0000-\u0020\u007f\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*)?"
+
+
+def webhook_url_pattern() -> str:
+    """The acceptable URLs as an ECMA-262 (and Python) regex; http:// only where it is allowed."""
+    scheme = "[Hh][Tt][Tt][Pp][Ss]" if settings.ASIRI_REQUIRE_HTTPS else "[Hh][Tt][Tt][Pp][Ss]?"
+    return f"^{scheme}://{_HOST}{_PORT}{_REST}$"
 
 
 def validate_webhook_url(url: str) -> None:
@@ -36,6 +68,11 @@ def validate_webhook_url(url: str) -> None:
         host.encode("idna")
     except UnicodeError:
         raise ValidationError("Has a host name that is not valid.") from None
+    if not re.fullmatch(webhook_url_pattern(), url):
+        raise ValidationError(
+            "Must be an http(s) URL whose host is a DNS name of letters, digits, - and _ (an IDN in its "
+            "xn-- form) or an IP address."
+        )
     if settings.ASIRI_ALLOW_PRIVATE_URLS:
         return
     for candidate in connect_hosts(url):

@@ -6,7 +6,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from asiri.api import SubscriptionPagination
-from asiri.openapi import error_responses
+from asiri.openapi import LinkedAutoSchema, error_responses
 from webhooks.models import Subscription
 from webhooks.serializers import SubscriptionCreatedSerializer, SubscriptionSerializer, SubscriptionWriteSerializer
 from webhooks.services import (
@@ -39,7 +39,7 @@ SUBSCRIPTION_ID = OpenApiParameter("id", str, OpenApiParameter.PATH, description
         operation_id="createSubscription",
         description="Scope: `webhooks:write`. The response is the only one that shows `secret`.",
         request=SubscriptionWriteSerializer,
-        responses={201: SubscriptionCreatedSerializer, **error_responses(400, 401, 403, 413)},
+        responses={201: SubscriptionCreatedSerializer, **error_responses(400, 401, 403, 413, 415)},
     ),
     partial_update=extend_schema(
         summary="Update a subscription",
@@ -48,7 +48,7 @@ SUBSCRIPTION_ID = OpenApiParameter("id", str, OpenApiParameter.PATH, description
         description="Scope: `webhooks:write`. Send only the fields to change; a rejected "
         "update changes nothing. `active: true` clears `disabled_reason`.",
         request=SubscriptionWriteSerializer(partial=True),
-        responses={200: SubscriptionSerializer, **error_responses(400, 401, 403, 404, 413)},
+        responses={200: SubscriptionSerializer, **error_responses(400, 401, 403, 404, 413, 415)},
     ),
     destroy=extend_schema(
         summary="Delete a subscription",
@@ -77,6 +77,7 @@ class SubscriptionViewSet(
     mixins.DestroyModelMixin,
     viewsets.GenericViewSet,
 ):
+    schema = LinkedAutoSchema()
     queryset = Subscription.objects.live()
     serializer_class = SubscriptionSerializer
     pagination_class = SubscriptionPagination

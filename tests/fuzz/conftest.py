@@ -1,0 +1,59 @@
+"""Fixtures for fuzzing the API in process: high rate limits, keys of every scope, no task ever sent."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+from django.conf import settings as django_settings
+from hypothesis.configuration import set_hypothesis_home_dir
+
+from tenants.models import Tenant
+
+# Hypothesis keeps caches (and, were it on, its example database) in ./.hypothesis: put them with
+# the rest of what runs leave behind, in the git-ignored data directory, not in the working tree.
+set_hypothesis_home_dir(Path(django_settings.DATA_DIR) / "hypothesis")
+
+SCOPES = ("webhooks:read", "webhooks:write", "audit:read", "events:write")
+
+
+@pytest.fixture(autouse=True)
+def _fuzz_settings(settings) -> None:
+    """Limits far above what a fuzz run sends, so a 429 never hides an answer (429 stays documented)."""
+    settings.ASIRI_RATE_LIMIT = "1000000/sec"
+    settings.ASIRI_TEST_RATE_LIMIT = "1000000/sec"
+
+
+@pytest.fixture(autouse=True)
+def sent_tasks(settings, monkeypatch) -> Iterator[list[tuple[Any, ...]]]:
+    """Record every task the API tries to send instead of sending it.
+
+    Each test runs inside a transaction that is rolled back, so on-commit wake-ups never fire;
+    this makes sure that even if one did, no worker (here or anywhere) could pick it up, so no
+    generated subscription URL is ever contacted.
+    """
+    assert not getattr(settings, "CELERY_TASK_ALWAYS_EAGER", False)
+    sent: list[tuple[Any, ...]] = []
+
+    def refuse(self: Celery, name: str, *args: Any, **kwargs: Any) -> None:
+        sent.append((name, args, kwargs))
+
+    monkeypatch.setattr(Celery, "send_task", refuse)
+    yield sent
+    assert sent == [], "the fuzz must never hand anything to a worker"
+
+
+@pytest.fixture
+def scoped_keys(alice: Tenant, make_key: Callable[..., str]) -> dict[str, str]:
+    """One key per scope, so each operation is called with exactly the scope its document names."""
+    return {scope: make_key(alice, [scope]) for scope in SCOPES}
+
+
+@pytest.fixture(autouse=True)
+def _quiet_request_logs(caplog) -> None:
+    """A line per request (thousands here) would bury the one that matters: errors still show."""
+    for name in ("asiri.requests", "django.request"):
+        caplog.set_level("ERROR", logger=name)
