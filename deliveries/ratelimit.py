@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 1.0
 OUTAGE_WAIT = 1.0
+REDIS_TIMEOUT = 0.2
+_unavailable_until = 0.0
 
 _SCRIPT = """
 local limit, want, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -42,7 +44,7 @@ end
 local wait = 0
 if granted < want then
   local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  wait = math.max(0, tonumber(oldest[2]) + window - now)
+  if oldest[2] then wait = math.max(0, tonumber(oldest[2]) + window - now) else wait = window end
 end
 return {granted, tostring(wait)}
 """
@@ -50,7 +52,9 @@ return {granted, tostring(wait)}
 
 @lru_cache(maxsize=4)
 def _script(url: str):
-    return redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1).register_script(_SCRIPT)
+    # Short timeouts: this is asked inside a claim, which holds row locks while it waits.
+    client = redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
+    return client.register_script(_SCRIPT)
 
 
 class _LocalWindows:
@@ -59,6 +63,8 @@ class _LocalWindows:
         self.sent: dict[str, deque[float]] = {}
 
     def take(self, key: str, limit: int, want: int) -> tuple[int, float]:
+        if limit < 1:
+            return 0, OUTAGE_WAIT  # not a rate anything can be sent at (the API refuses it)
         with self.lock:
             now = time.monotonic()
             window = self.sent.setdefault(key, deque())
@@ -73,22 +79,33 @@ class _LocalWindows:
 _local = _LocalWindows()
 
 
-def take_sends(subscription_id: str, limit: int, want: int) -> tuple[int, float]:
-    """Reserve up to `want` sends to this subscription within its limit per second.
+def take_sends(wanted: dict[str, tuple[int, int]]) -> dict[str, tuple[int, float]]:
+    """Reserve sends within each subscription's limit per second: {id: (limit, want)} in,
+    {id: (granted, seconds until one more could be)} out, in one round trip.
 
-    Returns how many were granted and, when fewer than asked, the seconds until one more
-    could be: the caller leaves that subscription alone until then.
+    A subscription granted fewer than it wanted is left alone by the caller until then.
     """
+    if not wanted:
+        return {}
     url = settings.ASIRI_RATE_LIMIT_REDIS_URL
     if not url:
-        return _local.take(subscription_id, limit, want)
-    # The braces are a cluster hash tag: both keys of one subscription live on the same node.
-    key = f"asiri:send-rate:{{{subscription_id}}}"
+        return {sub: _local.take(sub, limit, want) for sub, (limit, want) in wanted.items()}
+    global _unavailable_until
+    if time.monotonic() < _unavailable_until:
+        return dict.fromkeys(wanted, (0, OUTAGE_WAIT))
+    script = _script(url)
     try:
-        granted, wait = _script(url)(keys=[key, f"{key}:seq"], args=[limit, want, WINDOW_SECONDS])
+        with script.registered_client.pipeline(transaction=False) as pipe:
+            for subscription_id, (limit, want) in wanted.items():
+                # The braces are a cluster hash tag: both keys of one subscription share a node.
+                key = f"asiri:send-rate:{{{subscription_id}}}"
+                script(keys=[key, f"{key}:seq"], args=[limit, want, WINDOW_SECONDS], client=pipe)
+            answers = pipe.execute()
     except redis.RedisError as exc:
-        # Without the shared window no worker can know the endpoint's rate: hold only the
-        # rate-limited subscriptions back (never send faster), and keep everything else moving.
-        logger.warning("send rate unavailable, holding %s back: %s", subscription_id, exc)
-        return 0, OUTAGE_WAIT
-    return int(granted), float(wait)
+        # Without the shared window no worker can know an endpoint's rate: hold the rate-limited
+        # subscriptions back (never send faster) and keep everything else moving. Not asking again
+        # for a while keeps a hanging Redis from stalling every claim by its timeout.
+        _unavailable_until = time.monotonic() + OUTAGE_WAIT
+        logger.warning("send rates unavailable, holding %d rate-limited subscriptions back: %s", len(wanted), exc)
+        return dict.fromkeys(wanted, (0, OUTAGE_WAIT))
+    return {sub: (int(granted), float(wait)) for sub, (granted, wait) in zip(wanted, answers, strict=True)}

@@ -59,6 +59,10 @@ class Subscription(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["tenant", "-created_at", "-id"], name="subscription_tenant_newest")]
+        constraints = [
+            # 0 would mean "never send": the API refuses it, and so does the database for every other path.
+            models.CheckConstraint(condition=models.Q(rate_limit__gte=1), name="subscription_rate_limit_positive"),
+        ]
         permissions = [
             ("operate_subscription", "Can send test events to, pause and re-enable subscriptions"),
             ("rotate_secret_subscription", "Can rotate a subscription's signing secret (and see the new one)"),
