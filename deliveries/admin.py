@@ -14,7 +14,7 @@ from django.utils.html import format_html
 
 from asiri.admin_tools.paginators import BoundedCountPaginator
 from deliveries.models import Attempt, Delivery, DeliveryStatus, Event
-from deliveries.services import DeliveryConflict, delivery_redeliver
+from deliveries.services import delivery_redeliver_many
 
 STATUS_COLOURS = {
     DeliveryStatus.SUCCEEDED: "#2e7d32",
@@ -168,17 +168,11 @@ class DeliveryAdmin(admin.ModelAdmin):
                     "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
                 },
             )
-        started, refused = 0, []
-        for delivery in deliveries:
-            try:
-                delivery_redeliver(delivery=delivery)
-                started += 1
-            except DeliveryConflict as exc:
-                refused.append(f"{delivery.id}: {exc}")
+        started, refused = delivery_redeliver_many(deliveries)
         if started:
-            self.message_user(request, f"Redelivering {started} deliveries.", messages.SUCCESS)
-        for line in refused:
-            self.message_user(request, line, messages.WARNING)
+            self.message_user(request, f"Redelivering {len(started)} deliveries.", messages.SUCCESS)
+        for delivery, reason in refused:
+            self.message_user(request, f"{delivery.id}: {reason}", messages.WARNING)
         return None
 
     def has_redeliver_permission(self, request: HttpRequest) -> bool:

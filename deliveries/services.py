@@ -144,7 +144,21 @@ def delivery_send_test(*, subscription: Subscription) -> Delivery:
     return delivery
 
 
-def delivery_redeliver(*, delivery: Delivery) -> Delivery:
+def delivery_redeliver_many(deliveries) -> tuple[list[Delivery], list[tuple[Delivery, str]]]:
+    """Redeliver several (the admin's bulk action) with one wake-up for all: (started, refused)."""
+    started, refused = [], []
+    with transaction.atomic():
+        for delivery in deliveries:
+            try:
+                started.append(delivery_redeliver(delivery=delivery, wake=False))
+            except DeliveryConflict as exc:
+                refused.append((delivery, str(exc)))
+        if started:
+            _wake_workers_after_commit(only_ids=[d.id for d in started])
+    return started, refused
+
+
+def delivery_redeliver(*, delivery: Delivery, wake: bool = True) -> Delivery:
     """Start a new attempt series for a finished delivery: same webhook-id, attempts appended."""
     subscription = delivery.subscription
     if not delivery.is_test and not subscription.active:
@@ -163,7 +177,8 @@ def delivery_redeliver(*, delivery: Delivery) -> Delivery:
         )
         if not restarted:
             raise DeliveryConflict("The delivery is still being attempted; wait for it to finish.")
-        _wake_workers_after_commit(only_ids=[delivery.id])
+        if wake:
+            _wake_workers_after_commit(only_ids=[delivery.id])
     delivery.refresh_from_db()
     return delivery
 

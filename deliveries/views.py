@@ -115,7 +115,8 @@ class SubscriptionDeliveryViewSet(
         "test": "webhooks:write",
         "redeliver": "webhooks:write",
     }
-    rate_limit_setting = {"test": "ASIRI_TEST_RATE_LIMIT"}
+    # Both jump the queue (the priority worker): they share the lower per-key limit.
+    rate_limit_setting = {"test": "ASIRI_TEST_RATE_LIMIT", "redeliver": "ASIRI_TEST_RATE_LIMIT"}
 
     def get_queryset(self) -> QuerySet:
         return (

@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from deliveries.models import Delivery, Event
-from deliveries.services import delivery_send_test, event_publish
+from deliveries.services import delivery_redeliver_many, delivery_send_test, event_publish
 
 EVENTS = "/v1/events"
 
@@ -187,3 +187,20 @@ def test_test_sends_wake_the_priority_queue_and_do_not_swallow_a_publishs_wakeup
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     assert broker.llen(settings.ASIRI_PRIORITY_QUEUE) == 1
     assert broker.llen(settings.CELERY_TASK_DEFAULT_QUEUE) == 1
+
+
+def test_a_bulk_redelivery_is_one_priority_wakeup_for_all_of_them(
+    alice, make_subscription, make_failed_delivery, empty_broker, settings, django_capture_on_commit_callbacks
+):
+    subscription = make_subscription(alice)
+    finished = [make_failed_delivery(subscription) for _ in range(3)]
+    in_flight = make_failed_delivery(subscription)
+    Delivery.objects.filter(pk=in_flight.pk).update(status="retrying")
+    in_flight.refresh_from_db()
+    with django_capture_on_commit_callbacks(execute=True):
+        started, refused = delivery_redeliver_many([*finished, in_flight])
+    assert [d.id for d in started] == [d.id for d in finished]
+    assert [(d.id, "still being attempted" in reason) for d, reason in refused] == [(in_flight.id, True)]
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    (message,) = broker.lrange(settings.ASIRI_PRIORITY_QUEUE, 0, -1)
+    assert all(d.id in message.decode() for d in finished) and in_flight.id not in message.decode()

@@ -37,6 +37,22 @@ def test_the_test_operation_has_its_own_lower_limit(
     assert api.get("/v1/webhooks/subscriptions").status_code == 200  # the general limit is separate
 
 
+def test_redeliveries_share_the_test_operations_limit(
+    api, alice, make_subscription, make_failed_delivery, settings, empty_broker, django_capture_on_commit_callbacks
+):
+    settings.ASIRI_TEST_RATE_LIMIT = "2/min"
+    subscription = make_subscription(alice)
+    deliveries = [make_failed_delivery(subscription) for _ in range(2)]
+    base = f"/v1/webhooks/subscriptions/{subscription.id}"
+    with django_capture_on_commit_callbacks(execute=False):
+        codes = [
+            api.post(f"{base}/test").status_code,
+            api.post(f"{base}/deliveries/{deliveries[0].id}/redeliver").status_code,
+            api.post(f"{base}/deliveries/{deliveries[1].id}/redeliver").status_code,
+        ]
+    assert codes == [202, 202, 429]
+
+
 @pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
 def test_200_concurrent_requests_through_two_gunicorn_workers(alice, make_key, empty_broker):
