@@ -125,6 +125,7 @@ def test_an_empty_query_parameter_is_documented_as_absent(document, api, alice, 
         (" 2026-01-31T09:30:00Z", False),
         ("2026-02-29T00:00:00Z", False),
         ("2026-01-31T12:59:60Z", False),
+        ("\uff12\uff10\uff12\uff16-01-31T09:30:00Z", False),  # full-width digits: \d would take them
     ],
 )
 def test_time_filters_read_exactly_rfc_3339(document, api, alice, make_subscription, value, valid):
