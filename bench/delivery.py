@@ -9,7 +9,9 @@ Prints, in one run, each scenario beside a baseline measured in the same run:
      publish→receipt latency, beside a bare asyncio client sending the same signed requests;
   2. slow receivers: 1,000 deliveries to 10 endpoints that answer after 200 ms;
   3. fan-out: one event to 1,000 subscriptions, the API call and until all are received;
-  4. POST /v1/events and GET …/deliveries latency with a large delivery table (page 1 vs 1,000).
+  4. POST /v1/events and GET …/deliveries latency with a large delivery table (page 1 vs 1,000);
+  5. rate limit: 1b's backlog beside 500 deliveries to a subscription limited to 100/s: the
+     limited rate held, and the unlimited drain beside 1b's drain alone.
 """
 
 from __future__ import annotations
@@ -240,36 +242,79 @@ def scenario_throughput(stack: Stack, tenant, events: int, publishers: int) -> d
     }
 
 
-def scenario_drain(stack: Stack, tenant, count: int) -> dict:
-    """The delivery side alone: a backlog already in the table, released at once."""
+def queue_backlog(tenant, subscription, count: int) -> list[str]:
+    """`count` deliveries to `subscription`, in the table but not due until release_backlog()."""
     from datetime import timedelta
 
     from django.utils import timezone
 
     from deliveries.models import Delivery, Event
-    from deliveries.tasks import deliver
-    from webhooks.services import subscription_create
 
-    subscription = subscription_create(
-        tenant=tenant, url=f"http://127.0.0.1:{stack.fast_port}/drain", events=["bench.drain"]
-    )
     later = timezone.now() + timedelta(days=1)
+    event_type = subscription.events[0]
     events = Event.objects.bulk_create(
-        [Event(tenant=tenant, type="bench.drain", data={"blob": "x" * 1000}) for _ in range(count)]
+        [Event(tenant=tenant, type=event_type, data={"blob": "x" * 1000}) for _ in range(count)]
     )
-    Delivery.objects.bulk_create(
+    deliveries = Delivery.objects.bulk_create(
         [
             Delivery(tenant=tenant, event=e, subscription=subscription, event_type=e.type, next_attempt_at=later)
             for e in events
         ]
     )
-    before = receiver_stats(stack)["unique"]
-    started = time.time()
-    Delivery.objects.filter(subscription=subscription).update(next_attempt_at=timezone.now())
+    return [d.id for d in deliveries]
+
+
+def release_backlog(*subscriptions) -> None:
+    from django.utils import timezone
+
+    from deliveries.models import Delivery
+    from deliveries.tasks import deliver
+
+    Delivery.objects.filter(subscription__in=subscriptions).update(next_attempt_at=timezone.now())
     for _ in range(2):
         deliver.delay()
+
+
+def scenario_drain(stack: Stack, tenant, count: int) -> dict:
+    """The delivery side alone: a backlog already in the table, released at once."""
+    from webhooks.services import subscription_create
+
+    subscription = subscription_create(
+        tenant=tenant, url=f"http://127.0.0.1:{stack.fast_port}/drain", events=["bench.drain"]
+    )
+    queue_backlog(tenant, subscription, count)
+    before = receiver_stats(stack)["unique"]
+    started = time.time()
+    release_backlog(subscription)
     finished = wait_for_unique(stack, before + count, timeout=600)
     return {"deliveries": count, "deliveries_per_s": count / (finished - started)}
+
+
+def scenario_rate_limit(stack: Stack, tenant, count: int, limited_count: int = 500, rate: int = 100) -> dict:
+    """Scenario 1b's backlog again, beside one to a subscription with `rate_limit`, both released at once."""
+    from webhooks.services import subscription_create
+
+    free = subscription_create(tenant=tenant, url=f"http://127.0.0.1:{stack.fast_port}/free", events=["bench.free"])
+    limited = subscription_create(
+        tenant=tenant, url=f"http://127.0.0.1:{stack.fast_port}/limited", events=["bench.limited"], rate_limit=rate
+    )
+    free_ids, limited_ids = queue_backlog(tenant, free, count), queue_backlog(tenant, limited, limited_count)
+    before = receiver_stats(stack)["unique"]
+    started = time.time()
+    release_backlog(free, limited)
+    wait_for_unique(stack, before + count + limited_count, timeout=600)
+    times = receiver_stats(stack, since=started, times=True)["times"]
+    free_times = sorted(times[i] for i in free_ids)
+    limited_times = sorted(times[i] for i in limited_ids)
+    busiest = max(sum(1 for t in limited_times[i:] if t - limited_times[i] < 1.0) for i in range(len(limited_times)))
+    return {
+        "deliveries": count,
+        "free_per_s": count / (free_times[-1] - started),
+        "limited": limited_count,
+        "rate_limit": rate,
+        "limited_per_s": (limited_count - 1) / (limited_times[-1] - limited_times[0]),
+        "limited_busiest_second": busiest,
+    }
 
 
 def scenario_slow(stack: Stack, tenant, count: int = 1000) -> dict:
@@ -402,9 +447,10 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--log-rows", type=int, default=1_000_000)
     parser.add_argument("--publishers", type=int, default=4, help="threads publishing events in scenario 1")
-    parser.add_argument("--only", choices=["throughput", "drain", "slow", "fanout", "api"], nargs="*")
+    scenarios = ["throughput", "drain", "slow", "fanout", "api", "ratelimit"]
+    parser.add_argument("--only", choices=scenarios, nargs="*")
     args = parser.parse_args()
-    wanted = set(args.only or ["throughput", "drain", "slow", "fanout", "api"])
+    wanted = set(args.only or scenarios)
 
     say("ASIRI Webhooks delivery benchmark")
     say(f"  machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
@@ -459,6 +505,18 @@ def main() -> None:
                 say(f"   {name:16s} p50 {r[name]['p50_ms']:6.1f} ms   p99 {r[name]['p99_ms']:6.1f} ms")
             ratio = r["log page 1,000"]["p50_ms"] / r["log page 1"]["p50_ms"]
             say(f"   page 1,000 / page 1 (p50): {ratio:.2f}")
+        if "ratelimit" in wanted:
+            say(f"\n5. Rate limit: {args.events:,} deliveries as in 1b, beside 500 to a subscription limited to 100/s")
+            r = report["ratelimit"] = scenario_rate_limit(stack, tenant, args.events)
+            say(
+                f"   limited: {r['limited_per_s']:.1f} deliveries/s (limit {r['rate_limit']}), "
+                f"at most {r['limited_busiest_second']} in any one second"
+            )
+            line = f"   the unlimited one beside it: {r['free_per_s']:.0f} deliveries/s"
+            if "drain" in report:
+                ratio = r["free_per_s"] / report["drain"]["deliveries_per_s"]
+                line += f"  (ratio to 1b, the same backlog alone: {ratio:.2f})"
+            say(line)
     finally:
         stack.down()
         (ROOT / "bench" / "out").mkdir(exist_ok=True)
