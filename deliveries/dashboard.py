@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Min, Q
+from django.db.models import Count, Q
 from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 
@@ -55,8 +55,7 @@ def trunc_value(moment: datetime, step: timedelta) -> datetime:
 def dashboard_stats(now: datetime | None = None) -> dict:
     now = now or timezone.now()
     day_ago, week_ago = now - timedelta(hours=24), now - timedelta(days=7)
-    due = Delivery.objects.due(now)
-    oldest_due = due.aggregate(oldest=Min("next_attempt_at"))["oldest"]
+    backlog = Delivery.objects.backlog(now)
     failing = (
         Delivery.objects.filter(created_at__gte=day_ago, status=DeliveryStatus.FAILED, is_test=False)
         .values("subscription_id", "subscription__url", "subscription__tenant__slug")
@@ -69,6 +68,6 @@ def dashboard_stats(now: datetime | None = None) -> dict:
         "hourly": _buckets(now - timedelta(hours=23), TruncHour, timedelta(hours=1), 24),
         "daily": _buckets(now - timedelta(days=6), TruncDay, timedelta(days=1), 7),
         "top_failing": list(failing),
-        "backlog": due.count(),
-        "oldest_due_seconds": (now - oldest_due).total_seconds() if oldest_due else None,
+        "backlog": backlog["due"],
+        "oldest_due_seconds": backlog["oldest_due_seconds"],
     }

@@ -381,7 +381,7 @@ def stop_pending(subscription_ids, reason: str) -> int:
     )
 
 
-def pump(*, budget_seconds: float | None = None, only_ids: list[str] | None = None) -> PumpStats:
+def pump(*, budget_seconds: float | None = None) -> PumpStats:
     """Keep up to ASIRI_SEND_CONCURRENCY sends in flight until nothing is due or time is up.
 
     Slots freed by fast endpoints are refilled at once, while a slow endpoint can hold no more
@@ -396,20 +396,15 @@ def pump(*, budget_seconds: float | None = None, only_ids: list[str] | None = No
     busy: Counter = Counter()
     throttled: dict[str, float] = {}
     total = PumpStats()
-    first = True
     idle_since: float | None = None
     finished: list[tuple[Claimed, http.HttpResult]] = []
     flushed_at = time.monotonic()
     while True:
         free = capacity - len(in_flight)
         if time.monotonic() < deadline and (free >= refill_at or not in_flight):
-            claimed = claim_due(limit=free, busy=busy, only_ids=only_ids if first else None, throttled=throttled)
-            if first and only_ids is not None:
-                claimed += claim_due(limit=free - len(claimed), busy=busy, throttled=throttled)
-            first = False
+            claimed = claim_due(limit=free, busy=busy, throttled=throttled)
             for item in claimed:
-                body, headers = request_for(item.delivery, item.claimed_at)
-                in_flight[sender.submit(item.delivery.subscription.url, body, headers)] = item
+                in_flight[_submit(sender, item)] = item
                 busy[item.delivery.subscription_id] += 1
             total.max_in_flight = max(total.max_in_flight, len(in_flight))
             if not in_flight and not claimed:
@@ -439,6 +434,11 @@ def pump(*, budget_seconds: float | None = None, only_ids: list[str] | None = No
             finished, flushed_at = [], time.monotonic()
 
 
+def _submit(sender, item: Claimed) -> concurrent.futures.Future:
+    body, headers = request_for(item.delivery, item.claimed_at)
+    return sender.submit(item.delivery.subscription.url, body, headers)
+
+
 def send_now(delivery_ids: list[str]) -> PumpStats:
     """Claim and send just these deliveries (a test send, a redelivery), whatever else is due.
 
@@ -450,10 +450,7 @@ def send_now(delivery_ids: list[str]) -> PumpStats:
     if not claimed:
         return PumpStats()
     sender = http.sender()
-    in_flight = {}
-    for item in claimed:
-        body, headers = request_for(item.delivery, item.claimed_at)
-        in_flight[sender.submit(item.delivery.subscription.url, body, headers)] = item
+    in_flight = {_submit(sender, item): item for item in claimed}
     results = [(in_flight[future], future.result()) for future in concurrent.futures.as_completed(in_flight)]
     stats = record_outcomes(results)
     stats.max_in_flight = len(claimed)

@@ -19,7 +19,6 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from django.db import DatabaseError
-from django.db.models import Count, Min, Q
 from django.utils import timezone
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
@@ -93,12 +92,7 @@ class BacklogCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         now = timezone.now()
         try:
-            # count(next_attempt_at) rather than count(*): only the indexed column is read.
-            row = Delivery.objects.in_flight().aggregate(
-                due=Count("next_attempt_at", filter=Q(next_attempt_at__lte=now)),
-                scheduled=Count("next_attempt_at", filter=Q(next_attempt_at__gt=now)),
-                oldest_due=Min("next_attempt_at", filter=Q(next_attempt_at__lte=now)),
-            )
+            row = Delivery.objects.backlog(now)
         except DatabaseError:
             # The process's own counters are still worth serving; /readyz reports the database.
             logger.warning("metrics: could not read the backlog", exc_info=True)
@@ -112,11 +106,10 @@ class BacklogCollector(Collector):
         backlog.add_metric(["due"], row["due"])
         backlog.add_metric(["scheduled"], row["scheduled"])
         yield backlog
-        oldest = row["oldest_due"]
         yield GaugeMetricFamily(
             "asiri_oldest_due_delivery_age_seconds",
             "How long the oldest due delivery has been waiting to be sent (0 when none is due).",
-            value=(now - oldest).total_seconds() if oldest else 0.0,
+            value=row["oldest_due_seconds"] or 0.0,
         )
 
 

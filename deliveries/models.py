@@ -77,6 +77,18 @@ class DeliveryQuerySet(models.QuerySet):
         so a row a worker holds is not due again until that worker has had its time."""
         return self.in_flight().filter(next_attempt_at__lte=now)
 
+    def backlog(self, now: datetime) -> dict:
+        """Unfinished deliveries, in one query the `delivery_due` partial index answers: how many
+        are due, how many scheduled later, and how long the oldest due one has waited (None if none)."""
+        # count(next_attempt_at) rather than count(*): only the indexed column is read.
+        row = self.in_flight().aggregate(
+            due=models.Count("next_attempt_at", filter=models.Q(next_attempt_at__lte=now)),
+            scheduled=models.Count("next_attempt_at", filter=models.Q(next_attempt_at__gt=now)),
+            oldest_due=models.Min("next_attempt_at", filter=models.Q(next_attempt_at__lte=now)),
+        )
+        oldest = row.pop("oldest_due")
+        return {**row, "oldest_due_seconds": (now - oldest).total_seconds() if oldest else None}
+
 
 class Delivery(models.Model):
     """One event on its way to one subscription. Its id is the receiver's `webhook-id`."""

@@ -8,8 +8,14 @@ from deliveries.services import WAKEUP_EXPIRES, deliveries_dispatch, deliveries_
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def deliver(only_ids: list[str] | None = None) -> str:
-    """A wake-up: send what is due (these ids first), until nothing is or the time budget ends."""
-    stats = pump(only_ids=only_ids)
+    """A wake-up: send what is due, until nothing is or the time budget ends.
+
+    `only_ids` is how test sends were named before they had deliver_now: wake-ups queued by an
+    earlier release still carry it.
+    """
+    if only_ids:
+        send_now(only_ids)
+    stats = pump()
     if stats.reclaim:
         deliver.apply_async(expires=WAKEUP_EXPIRES)
     return str(stats)

@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from deliveries import http
+from tests.support.processes import free_port
 from tests.support.receiver import Receiver
 
 
@@ -43,9 +44,7 @@ def test_it_never_follows_a_redirect(allow_loopback):
 
 
 def test_a_refused_connection_is_a_failed_attempt(allow_loopback):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     result = http.send(f"http://127.0.0.1:{port}/", b"{}", {})
     assert result.status_code is None and "Connection" in result.error
 

@@ -107,9 +107,7 @@ def celery_beat(data_dir: Path, *, ready_timeout: float = 30.0, **extra_env: str
 @contextmanager
 def redis_server(data_dir: Path) -> Iterator[RedisProcess]:
     """A Redis of this test's own on a free loopback port, which the test may flush and restart."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = RedisProcess(port, data_dir)
     server.start()
     try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.support.processes import ROOT, service_env, wait_until
+from tests.support.processes import ROOT, free_port, service_env, wait_until
 
 
 def test_a_key_over_its_limit_gets_429_with_retry_after(api, alice, client_for, settings, empty_broker):
@@ -57,9 +56,7 @@ def test_redeliveries_share_the_test_operations_limit(
 @pytest.mark.django_db(transaction=True)
 def test_200_concurrent_requests_through_two_gunicorn_workers(alice, make_key, empty_broker):
     key, other_key = make_key(alice), make_key(alice)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = service_env(ASIRI_RATE_LIMIT="60/min", DJANGO_ALLOWED_HOSTS="127.0.0.1")
     server = subprocess.Popen(
         [
