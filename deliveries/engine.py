@@ -117,6 +117,10 @@ def claim_due(
         taken = Counter()
         exhausted: list[str] = []
         most_attempts = len(settings.ASIRI_RETRY_SCHEDULE) + 1
+        # Among what is due, test sends go first: a person is waiting for one, and on a rate-limited
+        # endpoint its slot can tie with the backlog's next. Stable, so the rest stay oldest first;
+        # test sends are few (they have their own, lower per-key limit).
+        rows = sorted(rows, key=lambda row: not row[2])
         for delivery_id, subscription_id, is_test, active, deleted_at, rate_limit, attempts, series_start in rows:
             if attempts - series_start >= most_attempts:
                 # Every attempt of the series was made but no outcome could be recorded (a worker

@@ -20,6 +20,7 @@ from deliveries import engine, ratelimit
 from deliveries.models import Attempt, Delivery
 from deliveries.services import delivery_send_test, event_publish
 from tests.deliveries.test_engine import make_due
+from tests.support.processes import wait_until
 
 
 @pytest.fixture
@@ -74,13 +75,20 @@ def test_the_window_is_shared_by_every_worker(alice, make_subscription, publish)
 
 @pytest.mark.django_db
 def test_a_test_send_gets_the_first_slot_ahead_of_the_backlog(alice, make_subscription, publish):
-    limited = make_subscription(alice, events=["limited"], rate_limit=2)
-    publish("limited", 6)
-    assert len(engine.claim_due(limit=100)) == 2
+    limited = make_subscription(alice, events=["limited"], rate_limit=1)
+    publish("limited", 4)
+    assert len(engine.claim_due(limit=100)) == 1
     test_send = delivery_send_test(subscription=limited)
     assert engine.send_now([test_send.id]).sent == 0  # the window is full
-    first_slot = Delivery.objects.filter(subscription=limited, attempt_count=0).order_by("next_attempt_at").first()
-    assert first_slot.id == test_send.id
+    # The test send's slot is when the window has room again, the same second the backlog's next
+    # one was given: whichever is a microsecond earlier, the test send is what that room goes to.
+    waiting = Delivery.objects.filter(subscription=limited, attempt_count=0)
+    slots = sorted(waiting.values_list("next_attempt_at", flat=True))
+    test_slot = Delivery.objects.get(pk=test_send.pk).next_attempt_at
+    assert test_slot <= slots[1] and slots[0] <= timezone.now() + timedelta(seconds=ratelimit.WINDOW_SECONDS)
+    wait_until(lambda: timezone.now() >= max(test_slot, slots[0]), timeout=2 * ratelimit.WINDOW_SECONDS)
+    claimed = wait_until(lambda: engine.claim_due(limit=100), timeout=2 * ratelimit.WINDOW_SECONDS)
+    assert [c.delivery.id for c in claimed] == [test_send.id]
 
 
 @pytest.mark.django_db
