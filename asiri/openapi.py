@@ -1,11 +1,10 @@
-"""How the OpenAPI document describes authentication, error bodies and the fields DRF cannot describe."""
+"""How the OpenAPI document describes authentication, error bodies, NUL-free strings and links."""
 
 from __future__ import annotations
 
 from django.core.validators import RegexValidator
 from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerFieldExtension
 from drf_spectacular.openapi import AutoSchema
-from drf_spectacular.plumbing import ResolvedComponent
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import serializers
 
@@ -72,43 +71,6 @@ class NoNulStringField(OpenApiSerializerFieldExtension):
             # wraps a blank-allowing field that has one in a oneOf that "" would match twice.
             schema["not"] = {"pattern": "\\u0000"}
         return schema
-
-
-class WebhookUrlField(OpenApiSerializerFieldExtension):
-    """The URL grammar the API enforces, which depends on whether http:// is allowed here."""
-
-    target_class = "webhooks.serializers.WebhookUrlField"
-    priority = 1  # before NoNulStringField, which matches it too
-
-    def map_serializer_field(self, auto_schema, direction) -> dict:
-        from webhooks.validators import webhook_url_pattern
-
-        schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
-        schema["pattern"] = webhook_url_pattern()
-        return schema
-
-
-class JsonObjectField(OpenApiSerializerFieldExtension):
-    """A JSON object whose keys and strings, at any depth, contain no NUL."""
-
-    target_class = "deliveries.serializers.JsonObjectField"
-
-    def map_serializer_field(self, auto_schema, direction) -> dict:
-        # Recursive, so a component: type-specific keywords apply only to values of that type.
-        value = ResolvedComponent(
-            name="JsonValue",
-            type=ResolvedComponent.SCHEMA,
-            object="JsonValue",
-            schema={
-                "description": "Any JSON value whose strings and object keys contain no NUL (\\u0000).",
-                "pattern": NO_NUL,
-                "propertyNames": {"pattern": NO_NUL},
-                "items": {"$ref": "#/components/schemas/JsonValue"},
-                "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},
-            },
-        )
-        auto_schema.registry.register_on_missing(value)
-        return {"type": "object", "propertyNames": {"pattern": NO_NUL}, "additionalProperties": value.ref}
 
 
 def _links(*targets: tuple[str, dict[str, str]]) -> dict[str, dict]:

@@ -1,6 +1,9 @@
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
+from drf_spectacular.plumbing import ResolvedComponent
 from rest_framework import serializers
 
 from asiri.api import StrictCharField
+from asiri.openapi import NO_NUL
 from deliveries.models import Attempt, Delivery
 from webhooks.events import EVENT_NAME_RE, FullMatchValidator
 
@@ -46,7 +49,7 @@ def _contains_nul(value) -> bool:
 
 
 class JsonObjectField(serializers.JSONField):
-    """Any JSON object without NUL characters (documented by asiri.openapi.JsonObjectField)."""
+    """Any JSON object without NUL characters."""
 
     def to_internal_value(self, data) -> dict:
         if not isinstance(data, dict):
@@ -54,6 +57,29 @@ class JsonObjectField(serializers.JSONField):
         if _contains_nul(data):
             raise serializers.ValidationError("Must not contain NUL (\\u0000) characters.")
         return super().to_internal_value(data)
+
+
+class JsonObjectFieldSchema(OpenApiSerializerFieldExtension):
+    """A JSON object whose keys and strings, at any depth, contain no NUL."""
+
+    target_class = JsonObjectField
+
+    def map_serializer_field(self, auto_schema, direction) -> dict:
+        # Recursive, so a component: type-specific keywords apply only to values of that type.
+        value = ResolvedComponent(
+            name="JsonValue",
+            type=ResolvedComponent.SCHEMA,
+            object="JsonValue",
+            schema={
+                "description": "Any JSON value whose strings and object keys contain no NUL (\\u0000).",
+                "pattern": NO_NUL,
+                "propertyNames": {"pattern": NO_NUL},
+                "items": {"$ref": "#/components/schemas/JsonValue"},
+                "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},
+            },
+        )
+        auto_schema.registry.register_on_missing(value)
+        return {"type": "object", "propertyNames": {"pattern": NO_NUL}, "additionalProperties": value.ref}
 
 
 class EventPublishSerializer(serializers.Serializer):

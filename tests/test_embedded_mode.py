@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks.webhooks import Webhook
 
-from tests.support.processes import ROOT, free_port
+from tests.support.processes import ROOT, free_port, wait_until
 from tests.support.receiver import Receiver
 
 pytestmark = pytest.mark.integration
@@ -83,10 +83,8 @@ def test_a_test_send_arrives_through_web_worker_and_beat(tmp_path: Path):
         with Receiver() as receiver:
             created = call("POST", f"{base}/v1/webhooks/subscriptions", key, {"url": receiver.url()})
             # Let the worker finish starting before timing one send.
-            worker_ready = time.monotonic() + 60
-            while "ready." not in (tmp_path / "honcho.log").read_text():
-                assert time.monotonic() < worker_ready, (tmp_path / "honcho.log").read_text()[-3000:]
-                time.sleep(0.2)
+            worker_ready = wait_until(lambda: "ready." in (tmp_path / "honcho.log").read_text(), timeout=60)
+            assert worker_ready, (tmp_path / "honcho.log").read_text()[-3000:]
             sent_at = time.monotonic()
             queued = call("POST", f"{base}/v1/webhooks/subscriptions/{created['id']}/test", key)
             (request,) = receiver.wait_for(1, timeout=30)
@@ -94,26 +92,16 @@ def test_a_test_send_arrives_through_web_worker_and_beat(tmp_path: Path):
         Webhook(created["secret"]).verify(request.body, request.headers)
         assert request.headers["webhook-id"] == queued["id"]
         print(f"embedded mode: test send received {latency * 1000:.0f} ms after the API call")
-        deadline = time.monotonic() + 10
-        while (
-            call("GET", f"{base}/v1/webhooks/subscriptions/{created['id']}/deliveries", key)["results"][0]["status"]
-            != "succeeded"
-        ):
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        delivery_log = f"{base}/v1/webhooks/subscriptions/{created['id']}/deliveries"
+        assert wait_until(lambda: call("GET", delivery_log, key)["results"][0]["status"] == "succeeded", timeout=10)
         beat_log = (tmp_path / "honcho.log").read_text()
         assert "beat: Starting" in beat_log
         # The worker's counting, served by the web process (make run's metrics, on SQLite).
-        deadline = time.monotonic() + 10
-        while metric(base, "asiri_deliveries_total", outcome="succeeded") != 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        assert wait_until(lambda: metric(base, "asiri_deliveries_total", outcome="succeeded") == 1, timeout=10)
         assert metric(base, "asiri_attempts_total", response_class="2xx") == 1
         # Beat's first dispatch may still be on its way to the worker: the test send did not need it.
-        deadline = time.monotonic() + 20
-        while metric(base, "asiri_dispatcher_runs_total") < 1:
-            assert time.monotonic() < deadline, (tmp_path / "honcho.log").read_text()[-3000:]
-            time.sleep(0.2)
+        dispatched = wait_until(lambda: metric(base, "asiri_dispatcher_runs_total") >= 1, timeout=20)
+        assert dispatched, (tmp_path / "honcho.log").read_text()[-3000:]
         assert metric(base, "asiri_deliveries_backlog", state="due") == 0
     finally:
         os.killpg(honcho.pid, signal.SIGTERM)

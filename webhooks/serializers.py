@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -8,7 +9,7 @@ from asiri.api import StrictBooleanField, StrictCharField, StrictIntegerField
 from asiri.openapi import NO_NUL
 from webhooks.events import EVENT_PATTERN_REGEX, FullMatchValidator
 from webhooks.models import Subscription
-from webhooks.validators import MAX_URL_LENGTH, validate_webhook_url
+from webhooks.validators import MAX_URL_LENGTH, validate_webhook_url, webhook_url_pattern
 
 MAX_PATTERNS = 100
 MAX_METADATA_ENTRIES = 20
@@ -28,6 +29,18 @@ class WebhookUrlField(StrictCharField):
         except DjangoValidationError as exc:
             raise serializers.ValidationError(exc.messages) from None
         return url
+
+
+class WebhookUrlFieldSchema(OpenApiSerializerFieldExtension):
+    """The URL grammar the API enforces, which depends on whether http:// is allowed here."""
+
+    target_class = WebhookUrlField
+    priority = 1  # before asiri.openapi.NoNulStringField, which matches it too
+
+    def map_serializer_field(self, auto_schema, direction) -> dict:
+        schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
+        schema["pattern"] = webhook_url_pattern()
+        return schema
 
 
 @extend_schema_field(
