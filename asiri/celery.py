@@ -1,7 +1,9 @@
 import os
 
 from celery import Celery
-from celery.signals import worker_process_shutdown, worker_ready
+from celery.signals import worker_process_init, worker_process_shutdown, worker_ready, worker_shutting_down
+
+from deliveries import shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "asiri.settings")
 
@@ -25,3 +27,14 @@ def _mark_metrics_process_dead(pid: int | None = None, **kwargs) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid or os.getpid())
+
+
+@worker_shutting_down.connect
+def _begin_warm_shutdown(**kwargs) -> None:
+    """The main process heard SIGTERM (or SIGINT): pumps in every pool process stop claiming now."""
+    shutdown.request()
+
+
+@worker_process_init.connect
+def _warm_shutdown_in_pool_processes(**kwargs) -> None:
+    shutdown.install_pool_process_handler()

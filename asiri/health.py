@@ -1,7 +1,9 @@
 """Health checks for load balancers and orchestrators, answered before any other middleware.
 
-`/healthz`: the process is up (no I/O). `/readyz`: the database and the broker answer within a
-short timeout; 503 naming which did not. Neither needs a key, and neither says which versions
+`/healthz`: the process is up (no I/O). `/readyz`: the database answers within a short timeout,
+else 503. The database is the only readiness condition: every operation works without the broker
+(deliveries are rows, wake-ups a hint), so a broker outage reads `"status": "degraded"` with 200 and
+no load balancer takes a web node out for it. Neither needs a key, and neither says which versions
 or hosts are behind it. They come first so a probe's Host header (often an IP address) does not
 have to be in DJANGO_ALLOWED_HOSTS.
 """
@@ -47,11 +49,9 @@ def broker_ready() -> bool:
 
 def readiness() -> JsonResponse:
     checks = {"database": database_ready(), "broker": broker_ready()}
-    body = {
-        "status": "ok" if all(checks.values()) else "unavailable",
-        "checks": {name: "ok" if ok else "unavailable" for name, ok in checks.items()},
-    }
-    return JsonResponse(body, status=200 if all(checks.values()) else 503)
+    status = "unavailable" if not checks["database"] else "ok" if all(checks.values()) else "degraded"
+    body = {"status": status, "checks": {name: "ok" if ok else "unavailable" for name, ok in checks.items()}}
+    return JsonResponse(body, status=503 if status == "unavailable" else 200)
 
 
 class HealthCheckMiddleware:

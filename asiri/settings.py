@@ -127,7 +127,7 @@ if not CELERY_BROKER_URL:
 else:
     # Redis hands an unacknowledged task to another worker after this long; our tasks are
     # short, and anything that waits longer lives in the database, not in the broker.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600, "socket_connect_timeout": 2, "max_retries": 0}
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -140,7 +140,11 @@ ASIRI_PRIORITY_QUEUE = f"{CELERY_TASK_DEFAULT_QUEUE}.priority"
 CELERY_TASK_QUEUES = (Queue(CELERY_TASK_DEFAULT_QUEUE), Queue(ASIRI_PRIORITY_QUEUE))
 CELERY_TASK_ROUTES = {"deliveries.tasks.deliver_now": {"queue": ASIRI_PRIORITY_QUEUE}}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+# Beat keeps its schedule in memory: every entry is an interval that is safe to run again at start,
+# and a schedule file would be one more thing a fresh deploy has to create (and one more place to lose).
+CELERY_BEAT_SCHEDULER = "celery.beat:Scheduler"
+# A Redis outage can last longer than Celery's default 100 reconnection tries: workers and beat wait it out.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- Webhooks ---------------------------------------------------------------------------
@@ -158,6 +162,9 @@ ASIRI_SEND_CONCURRENCY = env_int("ASIRI_SEND_CONCURRENCY", 100)
 ASIRI_SEND_CONCURRENCY_PER_ENDPOINT = env_int("ASIRI_SEND_CONCURRENCY_PER_ENDPOINT", 50)
 # A worker task keeps claiming due deliveries for this long before handing over.
 ASIRI_PUMP_SECONDS = env_float("ASIRI_PUMP_SECONDS", 20.0)
+# After SIGTERM a worker stops claiming at once and waits this long for the requests in flight, then
+# gives back what is still out: with Celery's own exit it stays inside a 10 s grace period (Docker's).
+ASIRI_SHUTDOWN_SECONDS = env_float("ASIRI_SHUTDOWN_SECONDS", 8.0)
 ASIRI_DISABLE_AFTER_HOURS = env_float("ASIRI_DISABLE_AFTER_HOURS", 120.0)
 ASIRI_RETENTION_DAYS = env_int("ASIRI_RETENTION_DAYS", 30)
 ASIRI_SECRET_ROTATION_OVERLAP_HOURS = 24
@@ -247,7 +254,9 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
-WHITENOISE_USE_FINDERS = DEBUG
+# The release step collects (and compresses) static files; a web process on a filesystem that step did not
+# write to (or started before it) still serves every asset from the apps themselves, rather than a blank /docs.
+WHITENOISE_USE_FINDERS = True
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -9,7 +9,10 @@ from django.db.models import Count, Q
 from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 
-from deliveries.models import Delivery, DeliveryStatus
+from deliveries.models import Delivery, DeliveryStatus, Pulse
+
+# Beat runs the dispatcher every second: this much silence means it is not running.
+DISPATCHER_SILENCE_WARNING = 30
 
 
 @dataclass
@@ -70,4 +73,6 @@ def dashboard_stats(now: datetime | None = None) -> dict:
         "top_failing": list(failing),
         "backlog": backlog["due"],
         "oldest_due_seconds": backlog["oldest_due_seconds"],
+        "dispatcher_age_seconds": (pulse := Pulse.age_seconds(Pulse.DISPATCHER, now)),
+        "dispatcher_silent": pulse is None or pulse > DISPATCHER_SILENCE_WARNING,
     }

@@ -10,17 +10,19 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import logging
+import math
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
-from deliveries import http, ratelimit
+from core.clock import database_now
+from deliveries import http, ratelimit, shutdown
 from deliveries.metrics import count_outcomes
 from deliveries.models import Attempt, Delivery, DeliveryStatus
 from deliveries.retry import next_delay
@@ -35,7 +37,11 @@ FLUSH_BATCH = 50
 FLUSH_AGE = 0.1
 THROTTLED_POLL = 0.1
 SCHEDULE_BATCH = 1000
+# A throttled endpoint's due rows are given send times at most this far ahead per claim: the work
+# of one claim stays bounded whatever its backlog, and a raised rate_limit applies within a minute.
+SCHEDULE_HORIZON = 60.0
 IDLE_LINGER = 0.25  # a pump with nothing to do keeps looking this long before it stops
+RECORD_TRIES = 3  # writes of one outcome, alone, before its delivery is ended instead
 LOST_ATTEMPT = "No result recorded: the worker stopped during this attempt."
 
 
@@ -44,6 +50,7 @@ class Claimed:
     delivery: Delivery
     attempt: Attempt
     claimed_at: datetime
+    started: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -52,14 +59,53 @@ class PumpStats:
     succeeded: int = 0
     failed: int = 0
     retrying: int = 0
+    abandoned: int = 0
     max_in_flight: int = 0
     reclaim: bool = False  # stopped with work left: hand over to a fresh task
 
     def __str__(self) -> str:
-        return (
+        text = (
             f"sent {self.sent}: {self.succeeded} succeeded, {self.retrying} retrying, {self.failed} failed; "
             f"at most {self.max_in_flight} in flight"
         )
+        return text + (f"; {self.abandoned} given back at shutdown" if self.abandoned else "")
+
+
+@dataclass
+class Triage:
+    """What a claim decides about the rows it locked, before it writes anything."""
+
+    picked: list[tuple[str, str]] = field(default_factory=list)  # (delivery, subscription), in send order
+    stopped: dict[str, list[str]] = field(default_factory=dict)  # subscription: deliveries that end unsent
+    exhausted: list[str] = field(default_factory=list)  # every attempt made, no outcome recorded
+    rate_limits: dict[str, int] = field(default_factory=dict)
+    taken: Counter = field(default_factory=Counter)
+
+
+def triage(rows: list[tuple], *, busy: Counter, share: int, limit: int) -> Triage:
+    """Sort locked candidate rows into those to send, to stop and to end; pure, no I/O.
+
+    Test sends go first: a person is waiting for one, and on a rate-limited endpoint its slot can
+    tie with the backlog's next. Stable, so the rest stay oldest first.
+    """
+    decided = Triage()
+    most_attempts = len(settings.ASIRI_RETRY_SCHEDULE) + 1
+    for delivery_id, subscription_id, is_test, active, deleted_at, rate_limit, attempts, series_start in sorted(
+        rows, key=lambda row: not row[2]
+    ):
+        if attempts - series_start >= most_attempts:
+            # Every attempt of the series was made but no outcome could be recorded (a worker
+            # crashing on this delivery, say): end it rather than loop.
+            decided.exhausted.append(delivery_id)
+        elif deleted_at is not None or (not is_test and not active):
+            # Paused, disabled or deleted since it was scheduled: it ends here, unsent.
+            decided.stopped.setdefault(subscription_id, []).append(delivery_id)
+        elif len(decided.picked) < limit and busy[subscription_id] + decided.taken[subscription_id] < share:
+            decided.picked.append((delivery_id, subscription_id))
+            decided.taken[subscription_id] += 1
+            if rate_limit is not None:
+                decided.rate_limits[subscription_id] = rate_limit
+    return decided
 
 
 def claim_due(
@@ -71,11 +117,12 @@ def claim_due(
 ) -> list[Claimed]:
     """Claim up to `limit` due deliveries, at most the per-endpoint share for each subscription.
 
-    1. Lock candidates with SKIP LOCKED, so concurrent workers take different rows.
-    2. Keep those whose subscription still has room in this process's per-endpoint share
-       and, for a subscription with a `rate_limit`, in its shared one-second window.
-    3. Count the attempt, push next_attempt_at past the lease, and write the attempt rows,
-       all before any request is made.
+    1. Lock candidates with SKIP LOCKED, so concurrent workers take different rows; triage them.
+    2. Lease what goes (next_attempt_at moves past the lease, on the database's clock) and commit,
+       so no row lock is held while Redis is asked about rate-limited endpoints.
+    3. Ask for room in the rate-limited endpoints' shared one-second windows; give the rest send
+       times (a bounded number per claim).
+    4. Count the attempts and write their rows, all before any request is made.
 
     `throttled` maps a subscription to the monotonic time its window has room again; this
     call reads it to skip those subscriptions and adds to it.
@@ -84,20 +131,21 @@ def claim_due(
         return []
     busy = busy if busy is not None else Counter()
     throttled = throttled if throttled is not None else {}
-    share = settings.ASIRI_SEND_CONCURRENCY_PER_ENDPOINT
-    now = timezone.now()
     clock = time.monotonic()
     for subscription_id in [s for s, until in throttled.items() if until <= clock]:
         del throttled[subscription_id]
     with transaction.atomic():
+        now = database_now()
+        lease_end = now + timedelta(seconds=settings.ASIRI_DELIVERY_LEASE)
         candidates = Delivery.objects.due(now)
         if only_ids is not None:
             candidates = candidates.filter(pk__in=only_ids)
+        share = settings.ASIRI_SEND_CONCURRENCY_PER_ENDPOINT
         held_back = [subscription for subscription, n in busy.items() if n >= share] + list(throttled)
         if held_back:
             # Otherwise one endpoint's backlog could fill every candidate slot and starve the rest.
             candidates = candidates.exclude(subscription_id__in=held_back)
-        rows = (
+        rows = list(
             candidates.order_by("next_attempt_at")
             .select_for_update(skip_locked=True, of=("self",))
             .values_list(
@@ -111,64 +159,59 @@ def claim_due(
                 "series_start",
             )[: limit * CLAIM_OVERSCAN]
         )
-        picked: list[tuple[str, str]] = []
-        rate_limits: dict[str, int] = {}
-        stopped: dict[str, list[str]] = {}
-        taken = Counter()
-        exhausted: list[str] = []
-        most_attempts = len(settings.ASIRI_RETRY_SCHEDULE) + 1
-        # Among what is due, test sends go first: a person is waiting for one, and on a rate-limited
-        # endpoint its slot can tie with the backlog's next. Stable, so the rest stay oldest first;
-        # test sends are few (they have their own, lower per-key limit).
-        rows = sorted(rows, key=lambda row: not row[2])
-        for delivery_id, subscription_id, is_test, active, deleted_at, rate_limit, attempts, series_start in rows:
-            if attempts - series_start >= most_attempts:
-                # Every attempt of the series was made but no outcome could be recorded (a worker
-                # crashing on this delivery, say): end it rather than loop.
-                exhausted.append(delivery_id)
-            elif deleted_at is not None or (not is_test and not active):
-                # Paused, disabled or deleted since it was scheduled: it ends here, unsent.
-                stopped.setdefault(subscription_id, []).append(delivery_id)
-            elif busy[subscription_id] + taken[subscription_id] < share:
-                picked.append((delivery_id, subscription_id))
-                taken[subscription_id] += 1
-                if rate_limit is not None:
-                    rate_limits[subscription_id] = rate_limit
-                if len(picked) == limit:
-                    break
-        if exhausted:
-            Delivery.objects.filter(pk__in=exhausted).update(
-                status=DeliveryStatus.FAILED,
-                next_attempt_at=None,
-                failure_reason=f"Gave up: no outcome was recorded for {most_attempts} attempts.",
-            )
-        for subscription_id, delivery_ids in stopped.items():
-            subscription = Subscription.objects.get(pk=subscription_id)
-            Delivery.objects.filter(pk__in=delivery_ids).update(
-                status=DeliveryStatus.FAILED,
-                next_attempt_at=None,
-                failure_reason=f"Stopped: {stop_reason(subscription)}",
-            )
-        chosen, held = _within_rate_limits(picked, rate_limits, taken)
+        decided = triage(rows, busy=busy, share=share, limit=limit)
+        _end_unsendable(decided)
+        picked = dict(decided.picked)
+        if not decided.rate_limits:
+            return _start_attempts(list(picked), now, lease_end)
+        # Out of every other claim's sight while the endpoints' windows are asked about.
+        Delivery.objects.filter(pk__in=list(picked)).update(next_attempt_at=lease_end)
+    chosen, held = _within_rate_limits(decided.picked, decided.rate_limits, decided.taken)
+    for subscription_id, wait in held.items():
+        throttled[subscription_id] = clock + wait
+    with transaction.atomic():
+        kept = set(chosen)
+        returned = [delivery_id for delivery_id in picked if delivery_id not in kept]
         for subscription_id, wait in held.items():
-            throttled[subscription_id] = clock + wait
-        if chosen:
-            Delivery.objects.filter(pk__in=chosen).update(
-                attempt_count=F("attempt_count") + 1,
-                last_attempt_at=now,
-                next_attempt_at=now + timedelta(seconds=settings.ASIRI_DELIVERY_LEASE),
+            _schedule_by_rate(
+                subscription_id,
+                decided.rate_limits[subscription_id],
+                now,
+                start=now + timedelta(seconds=wait),
+                first=[delivery_id for delivery_id in returned if picked[delivery_id] == subscription_id],
             )
-        for subscription_id, wait in held.items():
-            _schedule_by_rate(subscription_id, rate_limits[subscription_id], now, start=now + timedelta(seconds=wait))
-        if not chosen:
-            return []
-        # An attempt left without a result was cut short by a worker that died.
-        Attempt.objects.filter(delivery_id__in=chosen, duration_ms__isnull=True, error="").update(error=LOST_ATTEMPT)
-        deliveries = list(Delivery.objects.filter(pk__in=chosen).select_related("event", "subscription"))
-        attempts = Attempt.objects.bulk_create(
-            [Attempt(delivery=d, number=d.attempt_count, started_at=now) for d in deliveries]
-        )
+        return _start_attempts(chosen, now, lease_end)
+
+
+def _start_attempts(delivery_ids: list[str], now: datetime, lease_end: datetime) -> list[Claimed]:
+    """Count an attempt for each claimed delivery and write its row, before any request is made."""
+    if not delivery_ids:
+        return []
+    Delivery.objects.filter(pk__in=delivery_ids).update(
+        attempt_count=F("attempt_count") + 1, last_attempt_at=now, next_attempt_at=lease_end
+    )
+    # An attempt left without a result was cut short by a worker that died.
+    Attempt.objects.filter(delivery_id__in=delivery_ids, duration_ms__isnull=True, error="").update(error=LOST_ATTEMPT)
+    deliveries = list(Delivery.objects.filter(pk__in=delivery_ids).select_related("event", "subscription"))
+    attempts = Attempt.objects.bulk_create(
+        [Attempt(delivery=d, number=d.attempt_count, started_at=now) for d in deliveries]
+    )
     return [Claimed(d, a, now) for d, a in zip(deliveries, attempts, strict=True)]
+
+
+def _end_unsendable(decided: Triage) -> None:
+    if decided.exhausted:
+        most_attempts = len(settings.ASIRI_RETRY_SCHEDULE) + 1
+        Delivery.objects.filter(pk__in=decided.exhausted).update(
+            status=DeliveryStatus.FAILED,
+            next_attempt_at=None,
+            failure_reason=f"Gave up: no outcome was recorded for {most_attempts} attempts.",
+        )
+    for subscription_id, delivery_ids in decided.stopped.items():
+        subscription = Subscription.objects.get(pk=subscription_id)
+        Delivery.objects.filter(pk__in=delivery_ids).update(
+            status=DeliveryStatus.FAILED, next_attempt_at=None, failure_reason=f"Stopped: {stop_reason(subscription)}"
+        )
 
 
 def _within_rate_limits(
@@ -189,28 +232,32 @@ def _within_rate_limits(
     return kept, held
 
 
-def _schedule_by_rate(subscription_id: str, rate_limit: int, now: datetime, *, start: datetime) -> None:
+def _schedule_by_rate(
+    subscription_id: str, rate_limit: int, now: datetime, *, start: datetime, first: list[str]
+) -> None:
     """Give a rate-limited subscription's due deliveries the times its window will have room
-    for them, 1/rate apart from `start`, test sends first, then oldest first.
+    for them, 1/rate apart from `start`: `first` (this claim's own, which it did not get room for),
+    then test sends, then oldest first, at most SCHEDULE_HORIZON seconds' worth.
 
     Left due, they would be what every claim scans first, what the dispatcher wakes workers for
     every second, and what the backlog metrics count as late, though nothing is wrong. Rows
     another worker holds are skipped; a slot that turns out taken is rescheduled the same way.
     """
-    rows = list(
-        Delivery.objects.due(now)
-        .filter(subscription_id=subscription_id)
-        .order_by("-is_test", "next_attempt_at", "id")
-        .select_for_update(skip_locked=True)
-        .values_list("id", flat=True)
-    )
+    room = max(len(first), 1, min(SCHEDULE_BATCH, math.ceil(rate_limit * SCHEDULE_HORIZON)))
+    rows = list(first)
+    due = Delivery.objects.due(now).filter(subscription_id=subscription_id)
+    for kind in (due.filter(is_test=True), due.filter(is_test=False)):
+        if len(rows) < room:
+            rows += (
+                kind.order_by("next_attempt_at", "id")
+                .select_for_update(skip_locked=True)
+                .values_list("id", flat=True)[: room - len(rows)]
+            )
     if not rows:
         return
     gap = timedelta(seconds=1.0 / rate_limit)
-    for first in range(0, len(rows), SCHEDULE_BATCH):
-        batch = rows[first : first + SCHEDULE_BATCH]
-        slots = [When(pk=delivery_id, then=Value(start + (first + n) * gap)) for n, delivery_id in enumerate(batch)]
-        Delivery.objects.filter(pk__in=batch).update(next_attempt_at=Case(*slots))
+    slots = [When(pk=delivery_id, then=Value(start + n * gap)) for n, delivery_id in enumerate(rows)]
+    Delivery.objects.filter(pk__in=rows).in_flight().update(next_attempt_at=Case(*slots))
 
 
 def stop_reason(subscription: Subscription) -> str:
@@ -244,6 +291,56 @@ def describe_failure(result: http.HttpResult) -> str:
 
 
 def record_outcomes(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStats:
+    """Write attempts and delivery states, in one batch if possible, else one by one.
+
+    One row that cannot be written must not cost the others their outcomes: when the batch fails,
+    each outcome is written alone, up to RECORD_TRIES times, and a delivery whose outcome still
+    cannot be written is ended `failed` with the reason (logged once) instead of waiting out its
+    lease to be sent again.
+    """
+    if not outcomes:
+        return PumpStats()
+    try:
+        with transaction.atomic():
+            stats = _write_outcomes(outcomes)
+    except DatabaseError:
+        logger.warning("writing %d outcomes at once failed; writing them one by one", len(outcomes), exc_info=True)
+        stats = PumpStats()
+        for outcome in outcomes:
+            _add(stats, _write_alone(outcome))
+    # Counted once the outcomes are committed, so metrics never run ahead of the database.
+    count_outcomes([result for _, result in outcomes], stats)
+    return stats
+
+
+def _write_alone(outcome: tuple[Claimed, http.HttpResult]) -> PumpStats:
+    claimed, _result = outcome
+    for _ in range(RECORD_TRIES):
+        try:
+            with transaction.atomic():
+                return _write_outcomes([outcome])
+        except DatabaseError as exc:
+            error = exc
+    reason = f"Gave up: the outcome of attempt {claimed.attempt.number} could not be recorded ({type(error).__name__})."
+    logger.error(
+        "delivery %s: %s",
+        claimed.delivery.id,
+        reason,
+        exc_info=error,
+        extra={"delivery_id": claimed.delivery.id, "subscription_id": claimed.delivery.subscription_id},
+    )
+    try:
+        with transaction.atomic():
+            Delivery.objects.filter(pk=claimed.delivery.pk, last_attempt_at=claimed.claimed_at).update(
+                status=DeliveryStatus.FAILED, next_attempt_at=None, failure_reason=reason
+            )
+    except DatabaseError:
+        # Nothing more can be done from here: its lease runs out and the claim's triage ends it.
+        logger.exception("delivery %s: could not be ended either", claimed.delivery.id)
+    return PumpStats(sent=1, failed=1)
+
+
+def _write_outcomes(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStats:
     """Write attempts and delivery states in bulk, then act on what the endpoints said.
 
     A delivery's row is only updated while it still belongs to this claim (its
@@ -251,9 +348,7 @@ def record_outcomes(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStat
     and another worker took over does not overwrite the newer attempt.
     """
     stats = PumpStats()
-    if not outcomes:
-        return stats
-    now = timezone.now()
+    now = database_now()
     attempts = []
     grouped: dict[tuple, list[str]] = {}
     retries: list[tuple[Claimed, dict]] = []
@@ -265,21 +360,6 @@ def record_outcomes(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStat
         attempt.response_body = result.body
         attempt.error = "" if result.ok else describe_failure(result)
         attempts.append(attempt)
-        logger.info(
-            "attempt %s of %s: %s",
-            attempt.number,
-            claimed.delivery.id,
-            result.status_code or attempt.error,
-            extra={
-                "tenant_id": claimed.delivery.tenant_id,
-                "subscription_id": claimed.delivery.subscription_id,
-                "event_id": claimed.delivery.event_id,
-                "delivery_id": claimed.delivery.id,
-                "attempt": attempt.number,
-                "outcome": "succeeded" if result.ok else "failed",
-                "duration_ms": result.duration_ms,
-            },
-        )
         delivery = claimed.delivery
         counted = not delivery.is_test  # test sends never change a subscription's health
         if result.ok:
@@ -304,32 +384,59 @@ def record_outcomes(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStat
                 values = {"status": DeliveryStatus.FAILED, "next_attempt_at": None, "failure_reason": attempt.error}
             else:
                 stats.retrying += 1
-                retries.append(
-                    (
-                        claimed,
-                        {
-                            "status": DeliveryStatus.RETRYING,
-                            "next_attempt_at": now + timedelta(seconds=delay),
-                            "failure_reason": attempt.error,
-                            "response_status_code": result.status_code,
-                        },
-                    )
-                )
-                continue
+                values = {
+                    "status": DeliveryStatus.RETRYING,
+                    "next_attempt_at": now + timedelta(seconds=delay),
+                    "failure_reason": attempt.error,
+                }
         values["response_status_code"] = result.status_code
-        key = (claimed.claimed_at, *sorted(values.items()))
-        grouped.setdefault(key, []).append(delivery.id)
+        retry_at = values.pop("next_attempt_at")
+        if retry_at is None:
+            values["next_attempt_at"] = None
+            grouped.setdefault((claimed.claimed_at, *sorted(values.items())), []).append(delivery.id)
+        else:
+            retries.append((claimed, {**values, "next_attempt_at": retry_at}))
     stats.sent = len(outcomes)
-    with transaction.atomic():
-        _finish_attempts(attempts)
-        for (claimed_at, *items), ids in grouped.items():
-            Delivery.objects.filter(pk__in=ids, last_attempt_at=claimed_at).update(**dict(items))
-        for claimed, values in retries:
-            Delivery.objects.filter(pk=claimed.delivery.pk, last_attempt_at=claimed.claimed_at).update(**values)
-        _update_subscription_health(now, healthy=healthy - failing, failing=failing - healthy, gone=gone)
-    # Counted once the outcomes are committed, so metrics never run ahead of the database.
-    count_outcomes([result for _, result in outcomes], stats)
+    _finish_attempts(attempts)
+    for (claimed_at, *items), ids in grouped.items():
+        Delivery.objects.filter(pk__in=ids, last_attempt_at=claimed_at).update(**dict(items))
+    _schedule_retries(retries)
+    _update_subscription_health(now, healthy=healthy - failing, failing=failing - healthy, gone=gone)
+    for claimed, result in outcomes:
+        _log_attempt(claimed, result)
     return stats
+
+
+def _schedule_retries(retries: list[tuple[Claimed, dict]]) -> None:
+    """One UPDATE for every retry of a batch, grouped by what they share (each has its own time)."""
+    groups: dict[tuple, list[tuple[str, datetime]]] = {}
+    for claimed, values in retries:
+        shared = tuple(sorted((k, v) for k, v in values.items() if k != "next_attempt_at"))
+        groups.setdefault((claimed.claimed_at, shared), []).append((claimed.delivery.id, values["next_attempt_at"]))
+    for (claimed_at, shared), rows in groups.items():
+        times = Case(*[When(pk=delivery_id, then=Value(at)) for delivery_id, at in rows])
+        Delivery.objects.filter(pk__in=[delivery_id for delivery_id, _ in rows], last_attempt_at=claimed_at).update(
+            next_attempt_at=times, **dict(shared)
+        )
+
+
+def _log_attempt(claimed: Claimed, result: http.HttpResult) -> None:
+    attempt = claimed.attempt
+    logger.info(
+        "attempt %s of %s: %s",
+        attempt.number,
+        claimed.delivery.id,
+        result.status_code or attempt.error,
+        extra={
+            "tenant_id": claimed.delivery.tenant_id,
+            "subscription_id": claimed.delivery.subscription_id,
+            "event_id": claimed.delivery.event_id,
+            "delivery_id": claimed.delivery.id,
+            "attempt": attempt.number,
+            "outcome": "succeeded" if result.ok else "failed",
+            "duration_ms": result.duration_ms,
+        },
+    )
 
 
 def _finish_attempts(attempts: list[Attempt]) -> None:
@@ -389,7 +496,8 @@ def pump(*, budget_seconds: float | None = None) -> PumpStats:
     """Keep up to ASIRI_SEND_CONCURRENCY sends in flight until nothing is due or time is up.
 
     Slots freed by fast endpoints are refilled at once, while a slow endpoint can hold no more
-    than its per-endpoint share, so it slows only itself.
+    than its per-endpoint share, so it slows only itself. On a warm shutdown it stops claiming at
+    once and drains what is in flight (`_drain`).
     """
     budget = settings.ASIRI_PUMP_SECONDS if budget_seconds is None else budget_seconds
     deadline = time.monotonic() + budget
@@ -403,7 +511,7 @@ def pump(*, budget_seconds: float | None = None) -> PumpStats:
     idle_since: float | None = None
     finished: list[tuple[Claimed, http.HttpResult]] = []
     flushed_at = time.monotonic()
-    while True:
+    while not shutdown.requested():
         free = capacity - len(in_flight)
         if time.monotonic() < deadline and (free >= refill_at or not in_flight):
             claimed = claim_due(limit=free, busy=busy, throttled=throttled)
@@ -431,16 +539,79 @@ def pump(*, budget_seconds: float | None = None) -> PumpStats:
         for future in done:
             item = in_flight.pop(future)
             busy[item.delivery.subscription_id] -= 1
-            finished.append((item, future.result()))
+            finished.append((item, _outcome(future, item)))
         # Outcomes are written in batches: fewer, larger statements, at most FLUSH_AGE late.
         if finished and (len(finished) >= FLUSH_BATCH or not in_flight or time.monotonic() - flushed_at >= FLUSH_AGE):
             _add(total, record_outcomes(finished))
             finished, flushed_at = [], time.monotonic()
+    _add(total, record_outcomes(finished))
+    _add(total, _finish(in_flight))
+    return total
+
+
+def _finish(in_flight: dict[concurrent.futures.Future, Claimed]) -> PumpStats:
+    """Wait for the sends in flight (until the shutdown deadline, once a shutdown starts), record
+    their outcomes, and give back what is still out then.
+
+    A request still running at the deadline may have reached its endpoint: its attempt is kept,
+    marked abandoned, and the delivery is due again at once (at least once: the endpoint may get
+    it twice), without using up one of the series' retries.
+    """
+    results = []
+    while in_flight and not (
+        shutdown.requested() and time.monotonic() >= shutdown.deadline(settings.ASIRI_SHUTDOWN_SECONDS)
+    ):
+        done, _ = concurrent.futures.wait(in_flight, timeout=FLUSH_TICK, return_when=concurrent.futures.FIRST_COMPLETED)
+        for future in done:
+            item = in_flight.pop(future)
+            results.append((item, _outcome(future, item)))
+    stats = record_outcomes(results)
+    if in_flight:
+        for future in in_flight:
+            future.cancel()
+        give_back(list(in_flight.values()))
+        stats.abandoned = len(in_flight)
+    return stats
+
+
+def give_back(items: list[Claimed]) -> None:
+    """Make claimed deliveries due again now, on the database's clock: a shutdown cut their attempts short."""
+    now = database_now()
+    for item in items:
+        elapsed = time.monotonic() - item.started
+        with transaction.atomic():
+            Attempt.objects.filter(pk=item.attempt.pk).update(
+                duration_ms=int(elapsed * 1000),
+                error=f"Abandoned after {elapsed:.1f} s: the worker shut down; the delivery is sent again.",
+            )
+            Delivery.objects.filter(pk=item.delivery.pk, last_attempt_at=item.claimed_at).in_flight().update(
+                next_attempt_at=now, series_start=F("series_start") + 1
+            )
+    logger.warning("shutting down: gave back %d deliveries whose requests were still in flight", len(items))
+
+
+def _outcome(future: concurrent.futures.Future, item: Claimed) -> http.HttpResult:
+    """The send's result; anything the HTTP seam did not anticipate is this one delivery's failure."""
+    try:
+        return future.result()
+    except Exception as exc:
+        logger.exception("delivery %s: sending raised", item.delivery.id, extra={"delivery_id": item.delivery.id})
+        return http.HttpResult(
+            None,
+            int((time.monotonic() - item.started) * 1000),
+            error=f"Internal error while sending ({type(exc).__name__}); it will be retried.",
+            failure="other_error",
+        )
 
 
 def _submit(sender, item: Claimed) -> concurrent.futures.Future:
-    body, headers = request_for(item.delivery, item.claimed_at)
-    return sender.submit(item.delivery.subscription.url, body, headers)
+    try:
+        body, headers = request_for(item.delivery, item.claimed_at)
+        return sender.submit(item.delivery.subscription.url, body, headers)
+    except Exception as exc:
+        failed: concurrent.futures.Future = concurrent.futures.Future()
+        failed.set_exception(exc)
+        return failed
 
 
 def send_now(delivery_ids: list[str]) -> PumpStats:
@@ -450,13 +621,13 @@ def send_now(delivery_ids: list[str]) -> PumpStats:
     delivery another worker already holds, or whose endpoint's rate limit is full, is left
     to the pumps.
     """
+    if shutdown.requested():
+        return PumpStats()  # the dispatcher hands them to a pump
     claimed = claim_due(limit=len(delivery_ids), only_ids=delivery_ids)
     if not claimed:
         return PumpStats()
     sender = http.sender()
-    in_flight = {_submit(sender, item): item for item in claimed}
-    results = [(in_flight[future], future.result()) for future in concurrent.futures.as_completed(in_flight)]
-    stats = record_outcomes(results)
+    stats = _finish({_submit(sender, item): item for item in claimed})
     stats.max_in_flight = len(claimed)
     return stats
 
@@ -466,3 +637,4 @@ def _add(total: PumpStats, part: PumpStats) -> None:
     total.succeeded += part.succeeded
     total.failed += part.failed
     total.retrying += part.retrying
+    total.abandoned += part.abandoned

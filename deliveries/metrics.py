@@ -4,8 +4,8 @@ Counters and the histogram are counted where the work happens (worker processes)
 gunicorn and Celery that is many processes, so with PROMETHEUS_MULTIPROC_DIR set they write to
 files there and the exposition adds them up (prometheus_client's multiprocess mode).
 
-The backlog gauges are different: they describe the database, not a process, so they are read
-from it at scrape time by BacklogCollector instead of being kept in any process.
+The backlog gauges and the dispatcher's pulse are different: they describe the database, not a
+process, so they are read from it at scrape time by BacklogCollector instead of being kept in any process.
 
 No label carries a tenant, subscription, event or delivery id: those would make one series per
 customer. The JSON logs carry the ids.
@@ -19,14 +19,14 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from django.db import DatabaseError
-from django.utils import timezone
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from core.clock import database_now
 from deliveries.http import FAILURES, HttpResult
-from deliveries.models import Delivery
+from deliveries.models import Delivery, Pulse
 
 if TYPE_CHECKING:
     from deliveries.engine import PumpStats  # the engine imports this module
@@ -90,9 +90,10 @@ class BacklogCollector(Collector):
     partial index (pending and retrying rows only, keyed on next_attempt_at)."""
 
     def collect(self) -> Iterator[Metric]:
-        now = timezone.now()
         try:
+            now = database_now()
             row = Delivery.objects.backlog(now)
+            pulse_age = Pulse.age_seconds(Pulse.DISPATCHER, now)
         except DatabaseError:
             # The process's own counters are still worth serving; /readyz reports the database.
             logger.warning("metrics: could not read the backlog", exc_info=True)
@@ -110,6 +111,12 @@ class BacklogCollector(Collector):
             "asiri_oldest_due_delivery_age_seconds",
             "How long the oldest due delivery has been waiting to be sent (0 when none is due).",
             value=row["oldest_due_seconds"] or 0.0,
+        )
+        yield GaugeMetricFamily(
+            "asiri_dispatcher_last_run_age_seconds",
+            "Seconds since the dispatcher last ran (+Inf if it never has). It runs every ASIRI_DISPATCH_INTERVAL "
+            "seconds; without it no retry is made and no lost wake-up is made up for: alert when it exceeds 30.",
+            value=float("inf") if pulse_age is None else pulse_age,
         )
 
 

@@ -4,6 +4,7 @@ from datetime import UTC, datetime
 
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from tenants.ids import new_id
@@ -126,6 +127,18 @@ class Delivery(models.Model):
                 name="delivery_due",
                 condition=Q(status__in=["pending", "retrying"]),
             ),
+            # A rate-limited endpoint's due rows, oldest first, when a claim gives them send times;
+            # its test sends apart, since they go first and are few among many.
+            models.Index(
+                fields=["subscription", "next_attempt_at"],
+                name="delivery_due_by_subscription",
+                condition=Q(status__in=["pending", "retrying"]),
+            ),
+            models.Index(
+                fields=["subscription", "next_attempt_at"],
+                name="delivery_due_test_sends",
+                condition=Q(status__in=["pending", "retrying"], is_test=True),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -153,3 +166,26 @@ class Attempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.delivery_id} #{self.number}"
+
+
+class Pulse(models.Model):
+    """When a periodic process last ran, on the database's clock: a dead beat must not be silent."""
+
+    DISPATCHER = "dispatcher"
+
+    name = models.CharField(primary_key=True, max_length=40)
+    at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.at}"
+
+    @classmethod
+    def beat(cls, name: str) -> None:
+        if not cls.objects.filter(name=name).update(at=Now()):
+            cls.objects.update_or_create(name=name, defaults={"at": Now()})
+
+    @classmethod
+    def age_seconds(cls, name: str, now: datetime) -> float | None:
+        """Seconds since `name` last ran, or None if it never has."""
+        at = cls.objects.filter(name=name).values_list("at", flat=True).first()
+        return None if at is None else max(0.0, (now - at).total_seconds())

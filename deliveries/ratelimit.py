@@ -9,7 +9,6 @@ Without Redis (the embedded default) each worker process keeps its own windows.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import deque
@@ -18,12 +17,17 @@ from functools import lru_cache
 import redis
 from django.conf import settings
 
-logger = logging.getLogger(__name__)
+from core import redis as shared_redis
 
 WINDOW_SECONDS = 1.0
 OUTAGE_WAIT = 1.0
 REDIS_TIMEOUT = 0.2
-_unavailable_until = 0.0
+# Without the shared window no worker can know an endpoint's rate: hold the rate-limited subscriptions
+# back (never send faster) and keep everything else moving. Not asking again for a while keeps a
+# hanging Redis from stalling every claim by its timeout.
+breaker = shared_redis.Breaker(
+    "send rates", pause=OUTAGE_WAIT, consequence="rate-limited subscriptions wait; all others are sent as usual"
+)
 
 _SCRIPT = """
 local limit, want, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -52,9 +56,7 @@ return {granted, tostring(wait)}
 
 @lru_cache(maxsize=4)
 def _script(url: str):
-    # Short timeouts: this is asked inside a claim, which holds row locks while it waits.
-    client = redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
-    return client.register_script(_SCRIPT)
+    return shared_redis.client(url, REDIS_TIMEOUT).register_script(_SCRIPT)
 
 
 class _LocalWindows:
@@ -90,8 +92,7 @@ def take_sends(wanted: dict[str, tuple[int, int]]) -> dict[str, tuple[int, float
     url = settings.ASIRI_RATE_LIMIT_REDIS_URL
     if not url:
         return {sub: _local.take(sub, limit, want) for sub, (limit, want) in wanted.items()}
-    global _unavailable_until
-    if time.monotonic() < _unavailable_until:
+    if not breaker.allows():
         return dict.fromkeys(wanted, (0, OUTAGE_WAIT))
     script = _script(url)
     try:
@@ -102,10 +103,7 @@ def take_sends(wanted: dict[str, tuple[int, int]]) -> dict[str, tuple[int, float
                 script(keys=[key, f"{key}:seq"], args=[limit, want, WINDOW_SECONDS], client=pipe)
             answers = pipe.execute()
     except redis.RedisError as exc:
-        # Without the shared window no worker can know an endpoint's rate: hold the rate-limited
-        # subscriptions back (never send faster) and keep everything else moving. Not asking again
-        # for a while keeps a hanging Redis from stalling every claim by its timeout.
-        _unavailable_until = time.monotonic() + OUTAGE_WAIT
-        logger.warning("send rates unavailable, holding %d rate-limited subscriptions back: %s", len(wanted), exc)
+        breaker.failed(exc)
         return dict.fromkeys(wanted, (0, OUTAGE_WAIT))
+    breaker.succeeded()
     return {sub: (int(granted), float(wait)) for sub, (granted, wait) in zip(wanted, answers, strict=True)}

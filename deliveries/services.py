@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from datetime import timedelta
 from typing import Any
 
@@ -13,54 +12,22 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from core.clock import database_now
+from deliveries import wakeups
 from deliveries.engine import stop_pending, stop_reason
 from deliveries.metrics import count_dispatcher_run
-from deliveries.models import TEST_EVENT_TYPE, Attempt, Delivery, DeliveryStatus, Event
+from deliveries.models import TEST_EVENT_TYPE, Attempt, Delivery, DeliveryStatus, Event, Pulse
 from tenants.models import Tenant
 from webhooks.models import Subscription
 
 logger = logging.getLogger(__name__)
 
 MAX_WAKEUPS_PER_DISPATCH = 8
-WAKEUP_COALESCE = 0.05  # must stay well below engine.IDLE_LINGER
-# A wake-up older than this is dropped: the dispatcher will have sent a fresher one if work is due.
-WAKEUP_EXPIRES = 60
 PURGE_BATCH = 1000
 
 
 class DeliveryConflict(Exception):
     """The delivery cannot be redelivered in its current state."""
-
-
-_last_wakeup = 0.0
-
-
-def _wake_workers_after_commit(count: int = 1, *, only_ids: list[str] | None = None) -> None:
-    """After commit, ask workers to send what is due.
-
-    A worker woken less than WAKEUP_COALESCE seconds ago is still pumping (it lingers for
-    longer than that before it stops), so a burst of publishes costs one wake-up, not one each.
-    """
-    from deliveries.tasks import deliver, deliver_now  # tasks import this module
-
-    def wake() -> None:
-        global _last_wakeup
-        now = time.monotonic()
-        try:
-            if only_ids is not None:
-                # send_now sends just these and stops: it is no pump for later publishes to rely on.
-                deliver_now.apply_async(args=[only_ids], expires=WAKEUP_EXPIRES)
-                return
-            if count == 1 and now - _last_wakeup < WAKEUP_COALESCE:
-                return
-            _last_wakeup = now
-            for _ in range(count):
-                deliver.apply_async(expires=WAKEUP_EXPIRES)
-        except Exception:
-            # The rows are the source of truth: the dispatcher wakes a worker for them shortly.
-            logger.exception("Could not reach the broker; the dispatcher will pick these deliveries up")
-
-    transaction.on_commit(wake)
 
 
 def event_publish(
@@ -72,7 +39,7 @@ def event_publish(
     commits: an event published in a transaction that rolls back is never sent. Publishing
     again with the same idempotency key within ASIRI_IDEMPOTENCY_HOURS returns the first event.
     """
-    now = timezone.now()
+    now = database_now()
     with transaction.atomic():
         if idempotency_key is not None:
             existing = _event_for_key(tenant, idempotency_key, now)
@@ -103,7 +70,7 @@ def event_publish(
             ]
         )
         if subscriptions:
-            _wake_workers_after_commit(math.ceil(len(subscriptions) / settings.ASIRI_SEND_CONCURRENCY))
+            wakeups.wake_after_commit(math.ceil(len(subscriptions) / settings.ASIRI_SEND_CONCURRENCY))
     event.delivery_count = len(subscriptions)
     return event
 
@@ -123,7 +90,7 @@ def _event_for_key(tenant: Tenant, key: str, now) -> Event | None:
 
 def delivery_send_test(*, subscription: Subscription) -> Delivery:
     """Create a `webhook.test` event for one subscription (active or not) and send it."""
-    now = timezone.now()
+    now = database_now()
     with transaction.atomic():
         event = Event.objects.create(
             tenant_id=subscription.tenant_id,
@@ -140,7 +107,7 @@ def delivery_send_test(*, subscription: Subscription) -> Delivery:
             created_at=now,
             next_attempt_at=now,
         )
-        _wake_workers_after_commit(only_ids=[delivery.id])
+        wakeups.wake_after_commit(only_ids=[delivery.id])
     return delivery
 
 
@@ -154,7 +121,7 @@ def delivery_redeliver_many(deliveries) -> tuple[list[Delivery], list[tuple[Deli
             except DeliveryConflict as exc:
                 refused.append((delivery, str(exc)))
         if started:
-            _wake_workers_after_commit(only_ids=[d.id for d in started])
+            wakeups.wake_after_commit(only_ids=[d.id for d in started])
     return started, refused
 
 
@@ -163,7 +130,7 @@ def delivery_redeliver(*, delivery: Delivery, wake: bool = True) -> Delivery:
     subscription = delivery.subscription
     if not delivery.is_test and not subscription.active:
         raise DeliveryConflict("The subscription is disabled; re-enable it before redelivering.")
-    now = timezone.now()
+    now = database_now()
     with transaction.atomic():
         restarted = Delivery.objects.filter(
             pk=delivery.pk, status__in=[DeliveryStatus.SUCCEEDED, DeliveryStatus.FAILED]
@@ -178,7 +145,7 @@ def delivery_redeliver(*, delivery: Delivery, wake: bool = True) -> Delivery:
         if not restarted:
             raise DeliveryConflict("The delivery is still being attempted; wait for it to finish.")
         if wake:
-            _wake_workers_after_commit(only_ids=[delivery.id])
+            wakeups.wake_after_commit(only_ids=[delivery.id])
     delivery.refresh_from_db()
     return delivery
 
@@ -187,9 +154,11 @@ def deliveries_dispatch() -> int:
     """Beat's reconciler: stop what should stop and wake workers for what is due.
 
     This is what makes every delivery end succeeded or failed whatever the broker lost: a
-    wake-up that never arrived, a worker killed mid-send, a broker restarted empty.
+    wake-up that never arrived, a worker killed mid-send, a broker restarted empty. Each run
+    leaves its pulse in the database, where /metrics and the dashboard see a dead beat.
     """
-    now = timezone.now()
+    now = database_now()
+    Pulse.beat(Pulse.DISPATCHER)
     recently_stopped = Subscription.objects.filter(
         Q(active=False) | Q(deleted_at__isnull=False), updated_at__gte=now - timedelta(hours=1)
     )
@@ -197,12 +166,9 @@ def deliveries_dispatch() -> int:
         stop_pending([subscription.id], f"Stopped: {stop_reason(subscription)}")
     capacity = settings.ASIRI_SEND_CONCURRENCY
     due = Delivery.objects.due(now).values("pk")[: capacity * MAX_WAKEUPS_PER_DISPATCH].count()
-    wakeups = math.ceil(due / capacity)
-    if wakeups:
-        from deliveries.tasks import deliver
-
-        for _ in range(wakeups):
-            deliver.apply_async(expires=WAKEUP_EXPIRES)
+    for _ in range(math.ceil(due / capacity)):
+        if not wakeups.send(wakeups.DELIVER):
+            break
     count_dispatcher_run()
     return due
 

@@ -2,22 +2,17 @@
 
 from celery import shared_task
 
+from deliveries import shutdown, wakeups
 from deliveries.engine import pump, send_now
-from deliveries.services import WAKEUP_EXPIRES, deliveries_dispatch, deliveries_purge_expired
+from deliveries.services import deliveries_dispatch, deliveries_purge_expired
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def deliver(only_ids: list[str] | None = None) -> str:
-    """A wake-up: send what is due, until nothing is or the time budget ends.
-
-    `only_ids` is how test sends were named before they had deliver_now: wake-ups queued by an
-    earlier release still carry it.
-    """
-    if only_ids:
-        send_now(only_ids)
+def deliver() -> str:
+    """A wake-up: send what is due, until nothing is, the time budget ends or the worker stops."""
     stats = pump()
-    if stats.reclaim:
-        deliver.apply_async(expires=WAKEUP_EXPIRES)
+    if stats.reclaim and not shutdown.requested():
+        wakeups.send(wakeups.DELIVER)
     return str(stats)
 
 

@@ -2,7 +2,8 @@
 
 DRF's own throttles read and write a history list with two cache calls, so 200 requests arriving
 at once all see the same history and all pass. This bucket is updated by one Lua script, atomic
-in Redis. Without Redis (the embedded default) each process keeps its own buckets.
+in Redis. Without Redis (the embedded default), or while it is unreachable, each process keeps its
+own buckets: the API keeps answering through a Redis outage, limited per process.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from django.conf import settings
 from rest_framework.throttling import BaseThrottle
 
 from asiri.env import parse_rate
+from core import redis as shared_redis
 
 _SCRIPT = """
 local tokens = tonumber(redis.call('HGET', KEYS[1], 't') or ARGV[1])
@@ -30,9 +32,17 @@ return {allowed, tostring((1 - tokens) / rate)}
 """
 
 
+REDIS_TIMEOUT = 0.25
+
+
 @lru_cache(maxsize=4)
-def _redis(url: str):
-    return redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1).register_script(_SCRIPT)
+def _bucket_script(url: str):
+    return shared_redis.client(url, REDIS_TIMEOUT).register_script(_SCRIPT)
+
+
+breaker = shared_redis.Breaker(
+    "API rate limits", pause=5.0, consequence="each web process limits API keys on its own until it is back"
+)
 
 
 class _LocalBuckets:
@@ -60,9 +70,14 @@ def take_token(key: str, rate_setting: str) -> tuple[bool, float]:
     rate = capacity / period
     now = time.time()
     url = settings.ASIRI_RATE_LIMIT_REDIS_URL
-    if url:
-        allowed, wait = _redis(url)(keys=[f"asiri:rl:{key}"], args=[capacity, rate, now])
-        return bool(allowed), float(wait)
+    if url and breaker.allows():
+        try:
+            allowed, wait = _bucket_script(url)(keys=[f"asiri:rl:{key}"], args=[capacity, rate, now])
+        except redis.RedisError as exc:
+            breaker.failed(exc)
+        else:
+            breaker.succeeded()
+            return bool(allowed), float(wait)
     return _local.take(key, capacity, rate, now)
 
 

@@ -8,7 +8,9 @@ import redis
 from django.db import connection
 from rest_framework.test import APIClient
 
+from deliveries import ratelimit, shutdown, wakeups
 from deliveries.models import Attempt, Delivery, DeliveryStatus, Event
+from tenants import throttling
 from tenants.models import ApiKey, Tenant
 from webhooks.models import Subscription
 
@@ -40,6 +42,15 @@ def _local_only(settings) -> None:
     settings.ASIRI_RESOLVER = "tests.support.resolver.local_resolve"
     settings.ASIRI_ALLOW_PRIVATE_URLS = False
     settings.ASIRI_REQUIRE_HTTPS = True
+
+
+@pytest.fixture(autouse=True)
+def _redis_reachable_and_no_shutdown() -> None:
+    """A test that made Redis look down, or started a shutdown, must not change how the next one runs."""
+    yield
+    for breaker in (throttling.breaker, ratelimit.breaker, wakeups.breaker):
+        breaker.reset()
+    shutdown.reset()
 
 
 @pytest.fixture

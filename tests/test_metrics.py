@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 from django.db import connection
+from django.db.models import F
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -16,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from deliveries import engine, http
 from deliveries.metrics import BacklogCollector
-from deliveries.models import Attempt, Delivery, Event
+from deliveries.models import Attempt, Delivery, Event, Pulse
 from deliveries.services import deliveries_dispatch, event_publish
 from deliveries.tasks import dispatch
 from tests.support.factories import add_deliveries
@@ -227,12 +228,25 @@ def test_the_backlog_and_the_oldest_due_age_are_read_from_the_database(client, a
 def test_the_backlog_is_one_query_the_due_index_can_answer():
     with CaptureQueriesContext(connection) as queries:
         list(BacklogCollector().collect())
-    (query,) = queries.captured_queries
+    (query,) = [q for q in queries.captured_queries if "deliveries_delivery" in q["sql"]]
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off")  # a few test rows would otherwise be read directly
         cursor.execute(f"EXPLAIN {query['sql']}")
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "delivery_due" in plan, plan
+
+
+@pytest.mark.django_db
+def test_the_dispatchers_pulse_is_the_time_since_it_last_ran(settings):
+    def age() -> float:
+        samples = {s.name: s.value for m in BacklogCollector().collect() for s in m.samples}
+        return samples["asiri_dispatcher_last_run_age_seconds"]
+
+    assert age() == float("inf")  # never ran: a dead beat on a fresh deploy must alert too
+    deliveries_dispatch()
+    assert 0 <= age() < 5
+    Pulse.objects.update(at=F("at") - timedelta(minutes=2))
+    assert 120 <= age() < 125
 
 
 # --- every process's counting, added up ----------------------------------------------------

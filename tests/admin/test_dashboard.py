@@ -1,7 +1,12 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
+from django.db.models import F
+
 from deliveries.dashboard import dashboard_stats
-from deliveries.models import DeliveryStatus
+from deliveries.models import DeliveryStatus, Pulse
+from deliveries.services import deliveries_dispatch
 from tests.admin.test_admin import superuser_client, support_client  # noqa: F401 (fixtures)
 from tests.support.factories import add_deliveries
 
@@ -35,3 +40,14 @@ def test_the_dashboard_draws_its_charts_and_links_to_failures(support_client, al
 
 def test_the_dashboard_is_for_staff_only(client, db):
     assert client.get("/admin/dashboard/").status_code == 302  # to the login page
+
+
+def test_the_dashboard_warns_when_the_dispatcher_has_been_silent(support_client, db):  # noqa: F811
+    never = support_client.get("/admin/dashboard/").content.decode()
+    assert 'id="dispatcher-warning"' in never and "never run" in never
+    deliveries_dispatch()
+    fresh = support_client.get("/admin/dashboard/").content.decode()
+    assert 'id="dispatcher-warning"' not in fresh and 'id="dispatcher-age"' in fresh
+    Pulse.objects.update(at=F("at") - timedelta(seconds=45))
+    silent = support_client.get("/admin/dashboard/").content.decode()
+    assert 'id="dispatcher-warning"' in silent and "not run for 45 s" in silent

@@ -4,7 +4,7 @@ from unittest import mock
 
 import pytest
 
-from deliveries import http, ratelimit
+from deliveries import http
 
 
 @pytest.fixture
@@ -13,9 +13,3 @@ def post_webhook():
     with mock.patch("deliveries.http.post_webhook", autospec=True) as patched:
         patched.return_value = http.HttpResult(200, 7, body="thanks")
         yield patched
-
-
-@pytest.fixture(autouse=True)
-def _send_rates_reachable(monkeypatch) -> None:
-    """A test that made Redis look down must not hold the next test's rate-limited endpoints back."""
-    monkeypatch.setattr(ratelimit, "_unavailable_until", 0.0)

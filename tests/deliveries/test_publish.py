@@ -10,6 +10,7 @@ from django.core.management import CommandError, call_command
 from django.db import transaction
 from django.utils import timezone
 
+from deliveries import wakeups
 from deliveries.models import Delivery, Event
 from deliveries.services import delivery_redeliver_many, delivery_send_test, event_publish
 
@@ -178,7 +179,7 @@ def test_the_command_explains_bad_input(alice, args, message):
 def test_test_sends_wake_the_priority_queue_and_do_not_swallow_a_publishs_wakeup(
     alice, make_subscription, empty_broker, settings, django_capture_on_commit_callbacks, monkeypatch
 ):
-    monkeypatch.setattr("deliveries.services._last_wakeup", 0.0)
+    monkeypatch.setattr(wakeups, "waker", wakeups.Waker())
     subscription = make_subscription(alice)
     with django_capture_on_commit_callbacks(execute=True):
         delivery_send_test(subscription=subscription)
