@@ -33,5 +33,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
 ]
 
+handler400 = "asiri.errors.bad_request"
+handler403 = "asiri.errors.permission_denied"
 handler404 = "asiri.errors.not_found"
 handler500 = "asiri.errors.server_error"

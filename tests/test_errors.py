@@ -10,7 +10,8 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from django.http import HttpResponse
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
+from django.http import HttpRequest, HttpResponse
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
@@ -145,6 +146,23 @@ def test_the_admin_still_checks_csrf(admin_user):
     assert b"CSRF" in response.content
 
 
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_host_that_is_not_allowed_is_a_json_400(method, key):
+    client = Client(enforce_csrf_checks=True, HTTP_AUTHORIZATION=f"Bearer {key}", HTTP_HOST="evil.example")
+    response = client.generic(method, "/v1/webhooks/subscriptions", "{}", content_type="application/json")
+    assert response.status_code == 400
+    assert response.json() == {"detail": "The Host header names a host this server does not serve."}
+
+
+def test_a_body_over_djangos_upload_limit_is_a_json_413(key, settings):
+    client = Client(enforce_csrf_checks=True, HTTP_AUTHORIZATION=f"Bearer {key}")
+    body = json.dumps({"url": "https://hooks.example.com/" + "a" * settings.DATA_UPLOAD_MAX_MEMORY_SIZE})
+    response = client.post("/v1/webhooks/subscriptions", body, content_type="application/json")
+    assert response.status_code == 413
+    assert response.json() == {"detail": "Request body is too large."}
+    assert not Subscription.objects.exists()
+
+
 def test_a_crash_is_a_json_500_without_the_traceback(key, monkeypatch):
     def crash(*args, **kwargs):
         raise RuntimeError("a secret detail of the crash")
@@ -154,3 +172,42 @@ def test_a_crash_is_a_json_500_without_the_traceback(key, monkeypatch):
     response = client.get("/v1/webhooks/subscriptions")
     assert response.status_code == 500
     assert response.json() == {"detail": "Internal server error."}
+
+
+class RaiseFromMiddleware:
+    """Raises what X-Raise names, as Django's own code or a middleware would while handling a request."""
+
+    RAISES = {
+        "suspicious": SuspiciousOperation("a secret detail"),
+        "too big": RequestDataTooBig("a secret detail"),
+        "denied": PermissionDenied("a secret detail"),
+        "crash": RuntimeError("a secret detail"),
+    }
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        raise self.RAISES[request.headers["X-Raise"]]
+
+
+@pytest.mark.parametrize(
+    ("raised", "status", "detail", "html_status"),
+    [
+        ("suspicious", 400, "Bad request.", 400),
+        ("too big", 413, "Request body is too large.", 400),
+        ("denied", 403, "You do not have permission to perform this action.", 403),
+        ("crash", 500, "Internal server error.", 500),
+    ],
+)
+def test_djangos_own_error_answers_are_json_under_v1_and_html_elsewhere(
+    raised, status, detail, html_status, settings, db
+):
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, f"{__name__}.RaiseFromMiddleware"]
+    client = Client(raise_request_exception=False, HTTP_X_RAISE=raised)
+    response = client.post("/v1/webhooks/subscriptions", "{}", content_type="application/json")
+    assert response.status_code == status
+    assert response.json() == {"detail": detail}
+    response = client.post("/admin/", "{}", content_type="application/json")
+    assert response.status_code == html_status
+    assert response["Content-Type"].startswith("text/html")
