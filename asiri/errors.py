@@ -1,24 +1,53 @@
-"""Errors outside DRF's views (unknown URLs, crashes) as JSON under /v1, HTML elsewhere."""
+"""Errors outside DRF's views (unknown URLs, requests Django refuses, crashes) as JSON under /v1, HTML elsewhere.
 
+The body is DRF's shape, `{"detail": "..."}`, and names what the client did wrong, never internals:
+a 500 never carries the traceback.
+"""
+
+from django.core.exceptions import DisallowedHost, RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
+from django.views.decorators.csrf import csrf_exempt
+
+# Requests Django itself refuses (a SuspiciousOperation, answered by handler400), told as the client should read them.
+_REFUSED = {
+    DisallowedHost: (400, "The Host header names a host this server does not serve."),
+    RequestDataTooBig: (413, "Request body is too large."),
+}
 
 
 def _is_api(request: HttpRequest) -> bool:
-    return request.path.startswith("/v1/")
+    return request.path == "/v1" or request.path.startswith("/v1/")
 
 
+def _error(status: int, detail: str) -> JsonResponse:
+    return JsonResponse({"detail": detail}, status=status)
+
+
+@csrf_exempt  # the API authenticates by bearer key, never by cookie: a CSRF check only turns a 404 into an HTML 403
 def api_not_found(request: HttpRequest) -> HttpResponse:
-    return JsonResponse({"detail": "Not found."}, status=404)
+    return _error(404, "Not found.")
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if _is_api(request):
+        return _error(*_REFUSED.get(type(exception), (400, "Bad request.")))
+    return defaults.bad_request(request, exception)
+
+
+def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if _is_api(request):
+        return _error(403, "You do not have permission to perform this action.")
+    return defaults.permission_denied(request, exception)
 
 
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     if _is_api(request):
-        return JsonResponse({"detail": "Not found."}, status=404)
+        return _error(404, "Not found.")
     return defaults.page_not_found(request, exception)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
     if _is_api(request):
-        return JsonResponse({"detail": "Internal server error."}, status=500)
+        return _error(500, "Internal server error.")
     return defaults.server_error(request)

@@ -27,11 +27,13 @@ urlpatterns = [
     path("v1/webhooks/subscriptions/<str:subscription_id>/", include(subscription_children)),
     path("v1/events", EventPublishView.as_view(), name="events"),
     path("v1/openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
-    re_path(r"^v1/", api_not_found),  # JSON, not Django's HTML page, for any other path under /v1/
+    re_path(r"^v1(?:/|$)", api_not_found),  # JSON, not Django's HTML page, for any other path under /v1, any method
     path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),
     path("admin/dashboard/", dashboard, name="admin-dashboard"),
     path("admin/", admin.site.urls),
 ]
 
+handler400 = "asiri.errors.bad_request"
+handler403 = "asiri.errors.permission_denied"
 handler404 = "asiri.errors.not_found"
 handler500 = "asiri.errors.server_error"
