@@ -1,7 +1,7 @@
 import os
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_process_shutdown, worker_ready, worker_shutting_down
+from celery.signals import task_prerun, worker_process_shutdown, worker_ready, worker_shutting_down
 
 from deliveries import shutdown
 
@@ -35,6 +35,7 @@ def _begin_warm_shutdown(**kwargs) -> None:
     shutdown.request()
 
 
-@worker_process_init.connect
+@task_prerun.connect
 def _warm_shutdown_in_pool_processes(**kwargs) -> None:
+    # Before each task, not at worker_process_init: billiard replaces SIGTERM's handler after that.
     shutdown.install_pool_process_handler()

@@ -43,4 +43,9 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 def install_pool_process_handler() -> None:
     """In a pool process: SIGTERM starts the warm shutdown instead of killing the process mid-send."""
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    if requested() or signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        return
+    try:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:
+        pass  # not the main thread (a thread pool): the main process's signal reaches the pumps anyway
