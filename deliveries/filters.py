@@ -8,58 +8,45 @@ from deliveries.models import Delivery, DeliveryStatus
 
 # RFC 3339 (section 5.6), exactly what the OpenAPI `date-time` format admits: no other ISO 8601 forms.
 _RFC3339 = re.compile(
-    r"(?P<year>[0-9]{4})-(?P<month>[0-9]{2})-(?P<day>[0-9]{2})"  # ASCII digits only: \d takes any script's
-    r"[Tt](?P<hour>[0-9]{2}):(?P<minute>[0-9]{2}):(?P<second>[0-9]{2})"
-    r"(?:\.(?P<fraction>[0-9]+))?(?:[Zz]|(?P<sign>[+-])(?P<offset_hour>[0-9]{2}):(?P<offset_minute>[0-9]{2}))"
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})"  # ASCII digits only: \d takes any script's
+    r"(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-5][0-9])"
 )
-_DAYS_IN_MONTH = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
 _LATEST = datetime.max.replace(tzinfo=UTC)
-
-
-def _days_before_year(year: int) -> int:
-    """Days from 0001-01-01 to January 1st of `year` (negative for year 0), proleptic Gregorian."""
-    y = year - 1
-    return y * 365 + y // 4 - y // 100 + y // 400
+_GREGORIAN_CYCLE = timedelta(days=146_097)  # 400 years: year 0 has year 400's calendar
 
 
 def parse_rfc3339(value: str) -> datetime | None:
     """The UTC instant an RFC 3339 date-time names, or None if it is not one.
 
-    Every value the format admits is read, including year 0000 and leap seconds, which Python's
-    datetime cannot hold: an instant before year 1 or after 9999 (once in UTC) becomes the earliest
-    or latest one it can, which as a bound selects the same rows; a leap second is read as :59.999999.
+    The regex admits the grammar and `fromisoformat` the calendar. Two values RFC 3339 allows and
+    datetime cannot hold are clamped: a leap second (23:59:60 UTC only) reads as :59.999999, and an
+    instant outside years 1 to 9999 in UTC (year 0000, or an offset across the edge) becomes the
+    earliest or latest one datetime has, which as a bound selects the same rows.
     """
     match = _RFC3339.fullmatch(value)
     if match is None:
         return None
-    year, month, day = int(match["year"]), int(match["month"]), int(match["day"])
-    hour, minute, second = int(match["hour"]), int(match["minute"]), int(match["second"])
-    leap_year = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
-    if not 1 <= month <= 12 or not 1 <= day <= _DAYS_IN_MONTH[month - 1] + (month == 2 and leap_year):
-        return None
-    offset = 0
-    if match["sign"]:
-        offset_hour, offset_minute = int(match["offset_hour"]), int(match["offset_minute"])
-        if offset_hour > 23 or offset_minute > 59:
-            return None
-        offset = (offset_hour * 60 + offset_minute) * (1 if match["sign"] == "+" else -1)
-    if hour > 23 or minute > 59 or second > 60:
-        return None
-    if second == 60:
-        if (hour * 60 + minute - offset) % 1440 != 23 * 60 + 59:
-            return None  # a leap second is only ever 23:59:60 UTC
-        second, microsecond = 59, 999_999
-    else:
-        microsecond = int((match["fraction"] or "0")[:6].ljust(6, "0"))
-    days = _days_before_year(year) + sum(_DAYS_IN_MONTH[: month - 1]) + (month > 2 and leap_year) + day - 1
-    seconds = days * 86_400 + hour * 3600 + (minute - offset) * 60 + second
-    if seconds < 0:
-        return _EARLIEST
+    text, leap_second = value.upper(), match[3] == "60"
+    if leap_second:
+        text = text[:17] + "59" + text[19:]
+    year_zero = text.startswith("0000")
+    if year_zero:
+        text = "0400" + text[4:]
     try:
-        return _EARLIEST + timedelta(seconds=seconds, microseconds=microsecond)
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if leap_second:
+        offset_minutes = moment.utcoffset() // timedelta(minutes=1)
+        if (moment.hour * 60 + moment.minute - offset_minutes) % 1440 != 23 * 60 + 59:
+            return None  # a leap second is only ever 23:59:60 UTC
+        moment = moment.replace(microsecond=999_999)
+    try:
+        moment = moment.astimezone(UTC)
+        return moment - _GREGORIAN_CYCLE if year_zero else moment
     except OverflowError:
-        return _LATEST
+        return _EARLIEST if year_zero or moment.year == 1 else _LATEST
 
 
 class Rfc3339DateTimeField(forms.Field):
