@@ -13,7 +13,11 @@ TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 TEST_ENV := PATH="$(BIN):$$PATH" DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) \
 	DJANGO_SECRET_KEY=test-only-secret-key DJANGO_DEBUG=0 DJANGO_ALLOWED_HOSTS=testserver,localhost,127.0.0.1
 
-.PHONY: install run test fuzz lint services fmt clean bench bench-admin
+# The pure tests (tests/unit) need no server: an in-memory database and broker that they never touch.
+UNIT_ENV := PATH="$(BIN):$$PATH" DATABASE_URL=sqlite://:memory: CELERY_BROKER_URL=memory:// DJANGO_DEBUG=0 \
+	DJANGO_SECRET_KEY=unit-tests-only-not-a-secret-0123456789abcdefghijklmnopqrstuvwxyz
+
+.PHONY: install run test test-unit fuzz lint services fmt clean bench bench-admin
 
 $(STAMP): requirements.txt
 	@echo "==> Creating $(VENV) and installing requirements.txt"
@@ -37,6 +41,10 @@ services:
 test: install services
 	@$(BIN)/ruff check --quiet . && $(BIN)/ruff format --check --quiet .
 	@$(TEST_ENV) $(BIN)/python -m pytest
+
+# The inner loop: pure tests in seconds, with nothing started.
+test-unit: install
+	@$(UNIT_ENV) $(BIN)/python -m pytest tests/unit -q
 
 # Schemathesis alone, longer: 1000 new examples per operation (make test runs 100, the same each time).
 fuzz: install services

@@ -17,15 +17,19 @@ from webhooks.models import Subscription
 ALL_SCOPES = ["webhooks:read", "webhooks:write", "audit:read"]
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    if not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """tests/unit needs nothing started (`make test-unit`); everything else runs on PostgreSQL and Redis."""
+    if os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
+        return
+    if any(not item.nodeid.startswith("tests/unit/") for item in items):
         raise pytest.UsageError(
-            "The suite runs on PostgreSQL: set DATABASE_URL (and CELERY_BROKER_URL), or use `make test`."
+            "The suite runs on PostgreSQL: set DATABASE_URL (and CELERY_BROKER_URL), or use `make test` "
+            "(`make test-unit` runs tests/unit with nothing started)."
         )
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _no_stray_connections(django_db_setup, django_db_blocker):
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
     """Close connections other threads left open (the live server's request threads keep
     theirs), so the test database can be dropped at the end of the run."""
     yield

@@ -19,7 +19,7 @@ from django.utils import timezone
 from deliveries import engine, ratelimit
 from deliveries.models import Attempt, Delivery
 from deliveries.services import delivery_send_test, event_publish
-from tests.deliveries.test_engine import make_due
+from tests.support.factories import make_due
 from tests.support.processes import wait_until
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import pytest
 
@@ -51,10 +50,8 @@ def test_requests_still_out_at_the_deadline_are_given_back_due_now(post_webhook,
     settings.ASIRI_SHUTDOWN_SECONDS = 0.3
     post_webhook.side_effect = answering_after(30)
     shut_down_in(0.2)
-    started = time.monotonic()
     stats = engine.pump(budget_seconds=30)
-    assert time.monotonic() - started < 5
-    assert (stats.sent, stats.abandoned) == (0, 4)
+    assert (stats.sent, stats.abandoned) == (0, 4)  # had it waited for the answers, they would be 4 and 0
     given_back = Delivery.objects.filter(attempt_count=1)
     assert given_back.count() == 4
     for delivery in given_back:

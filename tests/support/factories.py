@@ -35,3 +35,11 @@ def add_deliveries(
         )
         for _ in range(count)
     )
+
+
+def make_due(delivery_ids=None) -> None:
+    """Let time pass: whatever is scheduled is due now."""
+    rows = Delivery.objects.in_flight()
+    if delivery_ids is not None:
+        rows = rows.filter(pk__in=delivery_ids)
+    rows.update(next_attempt_at=timezone.now() - timedelta(milliseconds=1))
