@@ -11,7 +11,7 @@ LOCAL_ENV := env -u DATABASE_URL -u CELERY_BROKER_URL PATH="$(BIN):$$PATH" \
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/asiri
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 TEST_ENV := PATH="$(BIN):$$PATH" DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) \
-	DJANGO_SECRET_KEY=test-only-secret-key DJANGO_DEBUG=0 DJANGO_ALLOWED_HOSTS=testserver,localhost,127.0.0.1
+	DJANGO_SECRET_KEY=test-only-secret-key-never-used-in-production-0123456789 DJANGO_DEBUG=0 DJANGO_ALLOWED_HOSTS=testserver,localhost,127.0.0.1
 
 .PHONY: install run test fuzz lint services fmt clean bench bench-admin
 

@@ -34,6 +34,13 @@ if not SECRET_KEY:
             "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off (set DJANGO_DEBUG=1 for local use)."
         )
     SECRET_KEY = "insecure-local-development-key-do-not-use-in-production"  # noqa: S105 (DEBUG only)
+elif not DEBUG and (len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5 or SECRET_KEY.startswith("django-insecure-")):
+    # Django's own `check --deploy` rule (security.W009), enforced at start: a guessable key forges
+    # sessions (the admin) and paging cursors.
+    raise ImproperlyConfigured(
+        "DJANGO_SECRET_KEY must be at least 50 characters with at least 5 different ones, and not Django's "
+        "'django-insecure-' placeholder; make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(50))'."
+    )
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 
 INSTALLED_APPS = [
