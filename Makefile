@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+# Keyed on both files: a change to either reinstalls. Production installs requirements.txt only.
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
 # Local conveniences are opt-in: only `make run` turns them on.
 LOCAL_ENV := env -u DATABASE_URL -u CELERY_BROKER_URL PATH="$(BIN):$$PATH" \
@@ -15,10 +16,11 @@ TEST_ENV := PATH="$(BIN):$$PATH" DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER
 
 .PHONY: install run test fuzz lint services fmt clean bench bench-admin
 
-$(STAMP): requirements.txt
-	@echo "==> Creating $(VENV) and installing requirements.txt"
+# The development set (the service's requirements, the test tools and honcho, which `make run` uses).
+$(STAMP): requirements.txt requirements-dev.txt
+	@echo "==> Creating $(VENV) and installing requirements-dev.txt"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	@$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)
