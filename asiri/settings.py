@@ -62,6 +62,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "asiri.proxies.TrustedProxyMiddleware",
     "asiri.health.HealthCheckMiddleware",
     "asiri.metrics.MetricsMiddleware",
     "asiri.logs.RequestLogMiddleware",
@@ -260,8 +261,18 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# --- HTTPS and proxies (README, "Behind a proxy") ------------------------------------------
+# X-Forwarded-Proto and X-Forwarded-For are believed only from these networks (asiri/proxies.py,
+# which drops X-Forwarded-Proto from anyone else before Django reads it). None by default.
+ASIRI_TRUSTED_PROXIES = env_networks("ASIRI_TRUSTED_PROXIES", ())
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Sent on https responses only, so plain-http health checks and local use never see them.
+SECURE_HSTS_SECONDS = env_int("ASIRI_HSTS_SECONDS", 31_536_000, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("ASIRI_HSTS_INCLUDE_SUBDOMAINS", False)
+# Off by default: a proxy usually redirects, and an API client that sent its key over http has
+# already leaked it. /healthz, /readyz and /metrics answer before any redirect.
+SECURE_SSL_REDIRECT = env_bool("ASIRI_SSL_REDIRECT", False)
 if not DEBUG:
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
 # JSON lines by default (ASIRI_LOG_FORMAT=plain for people reading a terminal; make run sets it).
