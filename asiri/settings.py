@@ -79,6 +79,10 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",  # last: turns a lockout into its 429 page
 ]
 
+# A new API key and a rotated signing secret are shown once as admin messages: keep them in the
+# (database) session, never in the default signed-but-readable cookie.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
+
 ROOT_URLCONF = "asiri.urls"
 WSGI_APPLICATION = "asiri.wsgi.application"
 TEMPLATES = [
