@@ -68,6 +68,7 @@ MIDDLEWARE = [
     "asiri.health.HealthCheckMiddleware",
     "asiri.metrics.MetricsMiddleware",
     "asiri.logs.RequestLogMiddleware",
+    "asiri.limits.RequestBodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
