@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+# Keyed on both files: a change to either reinstalls. Production installs requirements.txt only.
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
 # Local conveniences are opt-in: only `make run` turns them on.
 LOCAL_ENV := env -u DATABASE_URL -u CELERY_BROKER_URL PATH="$(BIN):$$PATH" \
@@ -11,7 +12,7 @@ LOCAL_ENV := env -u DATABASE_URL -u CELERY_BROKER_URL PATH="$(BIN):$$PATH" \
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/asiri
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 TEST_ENV := PATH="$(BIN):$$PATH" DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) \
-	DJANGO_SECRET_KEY=test-only-secret-key DJANGO_DEBUG=0 DJANGO_ALLOWED_HOSTS=testserver,localhost,127.0.0.1
+	DJANGO_SECRET_KEY=test-only-secret-key-never-used-in-production-0123456789 DJANGO_DEBUG=0 DJANGO_ALLOWED_HOSTS=testserver,localhost,127.0.0.1
 
 # The pure tests (tests/unit) need no server: an in-memory database and broker that they never touch.
 UNIT_ENV := PATH="$(BIN):$$PATH" DATABASE_URL=sqlite://:memory: CELERY_BROKER_URL=memory:// DJANGO_DEBUG=0 \
@@ -19,10 +20,11 @@ UNIT_ENV := PATH="$(BIN):$$PATH" DATABASE_URL=sqlite://:memory: CELERY_BROKER_UR
 
 .PHONY: install run test test-unit fuzz lint services fmt clean bench bench-admin
 
-$(STAMP): requirements.txt
-	@echo "==> Creating $(VENV) and installing requirements.txt"
+# The development set (the service's requirements, the test tools and honcho, which `make run` uses).
+$(STAMP): requirements.txt requirements-dev.txt
+	@echo "==> Creating $(VENV) and installing requirements-dev.txt"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	@$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)

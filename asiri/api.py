@@ -60,8 +60,8 @@ class PayloadTooLarge(exceptions.APIException):
 class BoundedJSONParser(JSONParser):
     """JSON parser that refuses bodies over a byte limit and strings PostgreSQL cannot store.
 
-    DRF reads the WSGI stream directly, so Django's DATA_UPLOAD_MAX_MEMORY_SIZE never applies
-    to JSON bodies: the limit has to be enforced here. A view may lower it with `max_body_bytes`.
+    asiri/limits.py refuses a body over ASIRI_MAX_REQUEST_BYTES before any view runs (and before
+    Django's own, HTML, limit); a view may set a lower one here with `max_body_bytes`.
     """
 
     def parse(self, stream, media_type=None, parser_context=None) -> Any:

@@ -1,7 +1,8 @@
 """Structured logs: one JSON object per line, and one line per API request.
 
 Lines carry ids (request, tenant, subscription, event, delivery), never a key, a signing secret
-or an Authorization header: nothing here reads headers other than X-Request-ID.
+or an Authorization header: nothing here reads headers other than X-Request-ID (and, through
+asiri/proxies.py, X-Forwarded-For from a trusted proxy, for the client address).
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ from datetime import UTC, datetime
 
 from django.http import HttpRequest, HttpResponse
 
+from asiri.proxies import client_address
+
 FIELDS = (
     "request_id",
     "method",
     "path",
+    "client",
     "status",
     "tenant_id",
     "subscription_id",
@@ -70,6 +74,7 @@ class RequestLogMiddleware:
                     "request_id": request.request_id,
                     "method": request.method,
                     "path": request.path,
+                    "client": client_address(request),
                     "status": response.status_code,
                     "tenant_id": getattr(principal, "tenant_id", None),
                     "subscription_id": (

@@ -3,15 +3,16 @@
 Prometheus addresses a target by IP, so, like /healthz, this does not go through
 DJANGO_ALLOWED_HOSTS (nothing here builds a URL from the Host header). Access is decided here
 instead: the client's address is in ASIRI_METRICS_ALLOWED_NETWORKS (loopback by default), or it
-sends `Authorization: Bearer <ASIRI_METRICS_TOKEN>`. Anything else gets a 403. A request that
-came through a proxy is let in by the token only: behind a proxy on the same host, every client
-on the internet would otherwise arrive from 127.0.0.1. API keys play no part.
+sends `Authorization: Bearer <ASIRI_METRICS_TOKEN>`. Anything else gets a 403. The client's address
+is the one asiri/proxies.py decides: behind a proxy listed in ASIRI_TRUSTED_PROXIES, the client it
+forwarded for. A request that carries any forwarding header from a peer that is not a trusted
+proxy is let in by the token only: behind a proxy on the same host that nobody listed, every
+client on the internet would otherwise arrive from 127.0.0.1. API keys play no part.
 """
 
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import logging
 from collections.abc import Callable
 
@@ -20,12 +21,23 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import start_http_server
 from prometheus_client.exposition import choose_encoder
 
+from asiri.proxies import client_address, parse_address, peer_is_trusted_proxy
 from deliveries.metrics import exposition_registry, process_registry
 
 logger = logging.getLogger(__name__)
 
 PATH = "/metrics"
-PROXY_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP")
+# Headers some proxy or CDN sets for the client's address; none is ever believed here.
+PROXY_HEADERS = (
+    "HTTP_X_FORWARDED_FOR",
+    "HTTP_FORWARDED",
+    "HTTP_X_REAL_IP",
+    "HTTP_X_CLIENT_IP",
+    "HTTP_TRUE_CLIENT_IP",
+    "HTTP_CF_CONNECTING_IP",
+    "HTTP_X_CLUSTER_CLIENT_IP",
+    "HTTP_FASTLY_CLIENT_IP",
+)
 
 
 def token_allowed(request: HttpRequest) -> bool:
@@ -37,15 +49,10 @@ def token_allowed(request: HttpRequest) -> bool:
 
 
 def address_allowed(request: HttpRequest) -> bool:
-    if any(header in request.META for header in PROXY_HEADERS):
+    if not peer_is_trusted_proxy(request) and any(header in request.META for header in PROXY_HEADERS):
         return False
-    try:
-        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped  # a dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d
-    return any(address in network for network in settings.ASIRI_METRICS_ALLOWED_NETWORKS)
+    address = parse_address(client_address(request) or "")
+    return address is not None and any(address in network for network in settings.ASIRI_METRICS_ALLOWED_NETWORKS)
 
 
 def metrics_response(request: HttpRequest) -> HttpResponse:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -34,6 +35,13 @@ if not SECRET_KEY:
             "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off (set DJANGO_DEBUG=1 for local use)."
         )
     SECRET_KEY = "insecure-local-development-key-do-not-use-in-production"  # noqa: S105 (DEBUG only)
+elif not DEBUG and (len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5 or SECRET_KEY.startswith("django-insecure-")):
+    # Django's own `check --deploy` rule (security.W009), enforced at start: a guessable key forges
+    # sessions (the admin) and paging cursors.
+    raise ImproperlyConfigured(
+        "DJANGO_SECRET_KEY must be at least 50 characters with at least 5 different ones, and not Django's "
+        "'django-insecure-' placeholder; make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(50))'."
+    )
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
 
 INSTALLED_APPS = [
@@ -48,6 +56,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "axes",
     "tenants",
     "webhooks",
     "deliveries",
@@ -55,9 +64,11 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "asiri.proxies.TrustedProxyMiddleware",
     "asiri.health.HealthCheckMiddleware",
     "asiri.metrics.MetricsMiddleware",
     "asiri.logs.RequestLogMiddleware",
+    "asiri.limits.RequestBodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -66,7 +77,12 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a lockout into its 429 page
 ]
+
+# A new API key and a rotated signing secret are shown once as admin messages: keep them in the
+# (database) session, never in the default signed-but-readable cookie.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 
 ROOT_URLCONF = "asiri.urls"
 WSGI_APPLICATION = "asiri.wsgi.application"
@@ -257,13 +273,33 @@ STORAGES = {
 # The release step collects (and compresses) static files; a web process on a filesystem that step did not
 # write to (or started before it) still serves every asset from the apps themselves, rather than a blank /docs.
 WHITENOISE_USE_FINDERS = True
+# --- Admin logins: django-axes locks out a user, and a client address, after 10 failures each
+# less than 15 minutes after the last, for 15 minutes (README, "Support console").
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = 10
+AXES_COOLOFF_TIME = timedelta(minutes=15)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_CLIENT_IP_CALLABLE = "asiri.proxies.client_address"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+# --- HTTPS and proxies (README, "Behind a proxy") ------------------------------------------
+# X-Forwarded-Proto and X-Forwarded-For are believed only from these networks (asiri/proxies.py,
+# which drops X-Forwarded-Proto from anyone else before Django reads it). None by default.
+ASIRI_TRUSTED_PROXIES = env_networks("ASIRI_TRUSTED_PROXIES", ())
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Sent on https responses only, so plain-http health checks and local use never see them.
+SECURE_HSTS_SECONDS = env_int("ASIRI_HSTS_SECONDS", 31_536_000, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("ASIRI_HSTS_INCLUDE_SUBDOMAINS", False)
+# Off by default: a proxy usually redirects, and an API client that sent its key over http has
+# already leaked it. /healthz, /readyz and /metrics answer before any redirect.
+SECURE_SSL_REDIRECT = env_bool("ASIRI_SSL_REDIRECT", False)
 if not DEBUG:
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
 # JSON lines by default (ASIRI_LOG_FORMAT=plain for people reading a terminal; make run sets it).

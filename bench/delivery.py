@@ -37,7 +37,7 @@ DB_NAME = "asiri_bench"
 ENV = {
     "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
     "CELERY_BROKER_URL": "redis://127.0.0.1:6379/14",
-    "DJANGO_SECRET_KEY": "bench-only",
+    "DJANGO_SECRET_KEY": "bench-only-secret-key-never-used-in-production-0123456789",
     "DJANGO_DEBUG": "0",
     "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
     "ASIRI_ALLOW_PRIVATE_URLS": "1",

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import socket
 
 import pytest
+import requests
 
 from asiri.logs import JsonFormatter
 from deliveries.models import Delivery
 from tenants.models import ApiKey
-from tests.support.processes import celery_worker, wait_until
+from tests.support.processes import celery_worker, free_port, gunicorn, wait_until
 from tests.support.receiver import Receiver
 
 
@@ -30,6 +33,29 @@ def test_an_unusable_request_id_is_replaced(api):
     assert response["X-Request-ID"] != "bad id\nwith newline" and len(response["X-Request-ID"]) == 32
 
 
+def send_keys_every_way(port: int, key: str) -> list[int]:
+    """A key as a client might send it through gunicorn, right or wrong: Basic auth, the query string,
+    a Referer, a request line gunicorn cannot parse. The statuses, in order."""
+    url = f"http://127.0.0.1:{port}/v1/webhooks/subscriptions"
+    statuses = [
+        requests.get(url, auth=(key, ""), timeout=10).status_code,  # curl -u "$KEY:"
+        requests.get(url, auth=(key, key), timeout=10).status_code,
+        requests.get(url, params={"api_key": key}, timeout=10).status_code,
+        requests.get(url, params={"access_token": key, "limit": "5"}, timeout=10).status_code,
+        requests.get(f"http://127.0.0.1:{port}/v1/nowhere?token={key}", timeout=10).status_code,
+        requests.get(
+            url,
+            params={"api_key": key},
+            headers={"Authorization": f"Bearer {key}", "Referer": f"https://app.example/?access_token={key}"},
+            timeout=10,
+        ).status_code,
+    ]
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET v1/webhooks/subscriptions?api_key={key} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        statuses.append(int(sock.recv(65536).split()[1]))
+    return statuses
+
+
 @pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
 def test_a_full_run_logs_no_secret(alice, client_for, make_key, settings, caplog, empty_broker):
@@ -37,21 +63,32 @@ def test_a_full_run_logs_no_secret(alice, client_for, make_key, settings, caplog
     settings.ASIRI_REQUIRE_HTTPS = False
     plain_keys = [make_key(alice), make_key(alice, ["events:write"])]
     api, publisher = client_for(alice), client_for(alice, ["events:write"])
+    port = free_port()
     with caplog.at_level(logging.DEBUG), Receiver() as receiver:
-        with celery_worker(ASIRI_ALLOW_PRIVATE_URLS="1", ASIRI_LOG_FORMAT="json") as worker:
+        with (
+            celery_worker(ASIRI_ALLOW_PRIVATE_URLS="1", ASIRI_LOG_FORMAT="json") as worker,
+            gunicorn(port, workers=1, ASIRI_LOG_FORMAT="json", ASIRI_LOG_LEVEL="DEBUG") as web,
+        ):
             created = api.post("/v1/webhooks/subscriptions", {"url": receiver.url()}, format="json").json()
             rotated = api.post(f"/v1/webhooks/subscriptions/{created['id']}/rotate-secret").json()
             api.post(f"/v1/webhooks/subscriptions/{created['id']}/test")
             publisher.post("/v1/events", {"type": "invoice.paid", "data": {"n": 1}}, format="json")
             api.get("/v1/webhooks/subscriptions", HTTP_AUTHORIZATION="Bearer asiri_AAAAAAAAAAAA_" + "B" * 40)
             assert wait_until(lambda: Delivery.objects.filter(status="succeeded").count() == 2, timeout=20)
-        worker_output = "".join(worker.lines)
-    logged = worker_output + "\n".join(JsonFormatter().format(r) for r in caplog.records)
+            statuses = send_keys_every_way(port, plain_keys[0])
+        worker_output, web_output = "".join(worker.lines), "".join(web.lines)
+    assert statuses == [401, 401, 401, 401, 404, 200, 400]
+    service_records = [r for r in caplog.records if not r.name.startswith("urllib3")]  # the test's own client
+    logged = worker_output + web_output + "\n".join(JsonFormatter().format(r) for r in service_records)
     secrets = [created["secret"], rotated["secret"], *plain_keys, "asiri_AAAAAAAAAAAA_" + "B" * 40]
+    secrets += [base64.b64encode(f"{plain_keys[0]}:".encode()).decode()]
     secrets += [k.digest for k in ApiKey.objects.all()]
     secrets += [s.split("_", 1)[1] for s in secrets if s.startswith("whsec_")]  # the base64 part alone
     assert [s for s in secrets if s in logged] == []
     assert "Authorization" not in logged and "Bearer" not in logged
+    # The ways in were logged, by gunicorn's access log and by Django, just without the key.
+    assert web_output.count('"GET /v1/webhooks/subscriptions HTTP/1.1" 401') == 4
+    assert "Unauthorized: /v1/webhooks/subscriptions" in web_output and "Invalid request from ip=" in web_output
     attempts = [json.loads(line) for line in worker_output.splitlines() if line.startswith("{") and '"attempt"' in line]
     assert len(attempts) == 2
     assert all(

@@ -101,14 +101,43 @@ def test_only_the_listed_networks_are_admitted_by_address(settings):
     assert Client(REMOTE_ADDR="127.0.0.1").get("/metrics").status_code == 403
 
 
+FORWARDING_HEADERS = [
+    "HTTP_X_FORWARDED_FOR",
+    "HTTP_FORWARDED",
+    "HTTP_X_REAL_IP",
+    "HTTP_X_CLIENT_IP",
+    "HTTP_TRUE_CLIENT_IP",
+    "HTTP_CF_CONNECTING_IP",
+]
+
+
 @pytest.mark.django_db
-@pytest.mark.parametrize("header", ["HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP"])
+@pytest.mark.parametrize("header", FORWARDING_HEADERS)
 def test_a_request_through_a_proxy_is_admitted_by_the_token_only(settings, header):
-    # A proxy on the same host makes every client look like 127.0.0.1.
+    # A proxy on the same host that nobody listed makes every client look like 127.0.0.1.
     proxied = Client(REMOTE_ADDR="127.0.0.1", **{header: "203.0.113.9"})
     assert proxied.get("/metrics").status_code == 403
     settings.ASIRI_METRICS_TOKEN = TOKEN
     assert proxied.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").status_code == 200
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("header", FORWARDING_HEADERS)
+def test_no_forwarding_header_makes_an_outsider_look_local(settings, header):
+    settings.ASIRI_TRUSTED_PROXIES = (ip_network("127.0.0.0/8"),)
+    assert Client(REMOTE_ADDR="203.0.113.9", **{header: "127.0.0.1"}).get("/metrics").status_code == 403
+    # Through the trusted proxy on this host, the client it forwarded for is judged, never what it wrote.
+    headers = {header: "::1", "HTTP_X_FORWARDED_FOR": "127.0.0.1, 203.0.113.9"}
+    through_proxy = Client(REMOTE_ADDR="127.0.0.1", **headers)
+    assert through_proxy.get("/metrics").status_code == 403
+
+
+@pytest.mark.django_db
+def test_behind_a_trusted_proxy_the_forwarded_client_is_judged_by_address(settings):
+    settings.ASIRI_TRUSTED_PROXIES = (ip_network("127.0.0.0/8"),)
+    settings.ASIRI_METRICS_ALLOWED_NETWORKS = (ip_network("10.0.0.0/8"),)
+    assert Client(REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="10.1.2.3").get("/metrics").status_code == 200
+    assert Client(REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="10.1.2.3, 11.0.0.1").get("/metrics").status_code == 403
 
 
 def test_it_only_answers_get(client):

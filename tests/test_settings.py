@@ -11,11 +11,12 @@ import pytest
 from tests.support.processes import ROOT
 
 CHECK = "import django; django.setup(); from django.conf import settings; print(settings.{})"
+GOOD_KEY = "settings-test-key-that-is-long-and-varied-enough-0123456789"
 
 
 def start(setting: str = "DEBUG", **env: str) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "ASIRI_"))}
-    base.update({"DJANGO_SETTINGS_MODULE": "asiri.settings", "DJANGO_SECRET_KEY": "x", **env})
+    base.update({"DJANGO_SETTINGS_MODULE": "asiri.settings", "DJANGO_SECRET_KEY": GOOD_KEY, **env})
     return subprocess.run(
         [sys.executable, "-c", CHECK.format(setting)], cwd=ROOT, env=base, capture_output=True, text=True, timeout=60
     )
@@ -57,6 +58,27 @@ def test_it_refuses_to_start_in_production_without_a_secret_key():
     result = start(DJANGO_SECRET_KEY="", DJANGO_DEBUG="0")
     assert result.returncode != 0
     assert "DJANGO_SECRET_KEY" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "x",
+        "test-only-secret-key",
+        "a" * 49,
+        "abcd" * 20,
+        "django-insecure-" + "k3y-th4t-l00ks-r4nd0m-but-1s-th3-d3f4ult-pl4c3h0ld3r",
+    ],
+)
+def test_it_refuses_to_start_in_production_with_a_weak_secret_key(key):
+    result = start(DJANGO_SECRET_KEY=key, DJANGO_DEBUG="0")
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY" in result.stderr and repr(key) not in result.stderr  # never echoed
+
+
+def test_a_strong_secret_key_starts_and_debug_takes_any_key():
+    assert start("SECRET_KEY", DJANGO_SECRET_KEY=GOOD_KEY, DJANGO_DEBUG="0").stdout.strip() == GOOD_KEY
+    assert start("SECRET_KEY", DJANGO_SECRET_KEY="x", DJANGO_DEBUG="1").stdout.strip() == "x"
 
 
 def test_production_defaults_are_the_safe_ones():

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import re
+import zlib
 from datetime import timedelta
+from urllib.parse import unquote
 
 import pytest
 from django.contrib.admin.utils import quote
@@ -182,6 +185,43 @@ def test_a_superuser_rotates_a_secret_and_sees_it_once(superuser_client, story):
     subscription.refresh_from_db()
     assert subscription.secret in response.content.decode()
     assert subscription.secret not in superuser_client.get("/admin/webhooks/subscription/").content.decode()
+
+
+def cookie_texts(response) -> list[str]:
+    """Every cookie a response sets, as sent and decoded (a signed value is base64 of JSON, maybe zlib'd)."""
+    texts = []
+    for morsel in response.cookies.values():
+        value = unquote(morsel.value)
+        payload = value.split(":", 1)[0]
+        texts.append(value)
+        try:
+            raw = base64.urlsafe_b64decode(payload.lstrip(".") + "=" * (-len(payload.lstrip(".")) % 4))
+            texts.append((zlib.decompress(raw) if payload.startswith(".") else raw).decode("utf-8", "replace"))
+        except (ValueError, zlib.error):
+            pass
+    return texts
+
+
+def test_show_once_secrets_never_travel_in_a_cookie(superuser_client, story, alice):
+    """Messages stay on the server (session storage): the new key and the new secret are in one page only."""
+    subscription = story["subscription"]
+    rotated = superuser_client.post(
+        "/admin/webhooks/subscription/", {"action": "rotate_secret", "_selected_action": [subscription.pk]}
+    )
+    subscription.refresh_from_db()
+    created = superuser_client.post(
+        "/admin/tenants/apikey/add/",
+        {"tenant": alice.pk, "name": "ops", "scopes": ["webhooks:read"], "expires_at_0": "", "expires_at_1": ""},
+    )
+    assert rotated.status_code == created.status_code == 302
+    shown = superuser_client.get("/admin/").content.decode()
+    (plain,) = re.findall(r"asiri_[A-Za-z0-9]{12}_[A-Za-z0-9]{40}", shown)
+    assert subscription.secret in shown
+    secrets = [subscription.secret, subscription.secret.split("_", 1)[1], plain, plain.rsplit("_", 1)[1]]
+    for response in (rotated, created):
+        assert [s for s in secrets if any(s in text for text in cookie_texts(response))] == []
+    assert not [s for s in secrets if any(s in unquote(m.value) for m in superuser_client.cookies.values())]
+    assert plain not in superuser_client.get("/admin/").content.decode()
 
 
 @pytest.mark.parametrize("page", LISTS)

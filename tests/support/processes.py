@@ -182,8 +182,8 @@ def free_port() -> int:
 
 
 def gunicorn(port: int, *, workers: int = 2, ready_timeout: float = 30.0, **extra_env: str):
-    """The Procfile's `web` on 127.0.0.1:`port`, on this test run's database; ready once it listens
-    (wait for /healthz before counting on every worker)."""
+    """The Procfile's `web` on 127.0.0.1:`port` (access log included), on this test run's database; ready
+    once it listens (wait for /healthz before counting on every worker)."""
     command = [
         sys.executable,
         "-m",
@@ -195,5 +195,7 @@ def gunicorn(port: int, *, workers: int = 2, ready_timeout: float = 30.0, **extr
         f"127.0.0.1:{port}",
         "--workers",
         str(workers),
+        "--access-logfile",
+        "-",
     ]
     return _service(command, "Listening at:", service_env(**extra_env), ready_timeout)
