@@ -81,6 +81,11 @@ def test_every_operation_names_its_scope_and_errors(document):
     assert document["components"]["securitySchemes"]["ApiKey"]["scheme"] == "bearer"
 
 
+def test_it_states_how_deep_event_data_may_nest(document):
+    data = document["components"]["schemas"]["EventPublishRequest"]["properties"]["data"]
+    assert "nested at most 64 levels deep" in data["description"]
+
+
 def test_the_docs_page_is_served_without_a_cdn(client):
     response = client.get("/docs")
     assert response.status_code == 200

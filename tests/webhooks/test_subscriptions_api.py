@@ -5,6 +5,7 @@ import base64
 import pytest
 from django.utils import timezone
 
+from tests.support import nesting
 from webhooks.models import Subscription
 
 URL = "/v1/webhooks/subscriptions"
@@ -331,6 +332,36 @@ def test_deeply_nested_json_is_a_400(api):
     raw = b'{"url": "https://hooks.example.com/", "metadata": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     response = api.generic("POST", URL, raw, content_type="application/json")
     assert response.status_code == 400
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+@pytest.mark.parametrize("kind", ["dict", "list"])
+@pytest.mark.parametrize("levels", nesting.DEPTHS)
+def test_deeply_nested_metadata_is_a_400_naming_the_field(api, method, kind, levels, caplog):
+    sub = create(api).json()
+    before = Subscription.objects.filter(pk=sub["id"]).values().get()
+    path = URL if method == "POST" else f"{URL}/{sub['id']}"
+    raw = '{"url": "https://hooks.example.com/", "metadata": {"a": ' + nesting.nested(kind, levels - 1) + "}}"
+    response = api.generic(method, path, raw, content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert list(response.json()) == ["metadata"], response.json()
+    assert Subscription.objects.count() == 1
+    assert Subscription.objects.filter(pk=sub["id"]).values().get() == before
+    nesting.assert_no_traceback_logged(caplog)
+
+
+@pytest.mark.parametrize(
+    ("kind", "answer"),
+    [
+        ("dict", {"k": ["Must not be nested more than 64 levels deep."]}),  # the member that is too deep
+        ("list", {"detail": "Request body is nested more than 64 levels deep."}),  # no member to name
+    ],
+)
+def test_a_body_too_deep_for_the_json_module_names_the_limit(api, kind, answer, caplog):
+    response = api.generic("POST", URL, nesting.nested(kind, 5000), content_type="application/json")
+    assert response.status_code == 400
+    assert response.json() == answer
+    nesting.assert_no_traceback_logged(caplog)
 
 
 def test_reenabling_restarts_the_failure_clock(api):
