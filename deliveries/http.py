@@ -37,6 +37,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from django.conf import settings
 
 from webhooks.addresses import (
+    UNDELIVERABLE,
     BlockedAddress,
     ResolutionFailed,
     check_addresses,
@@ -48,6 +49,7 @@ from webhooks.addresses import (
 
 MAX_BODY_BYTES = 20_000
 MAX_LOCATION_CHARS = 500
+REFUSED = f"Refused: {UNDELIVERABLE}"
 FAILURES = ("timeout", "connection_error", "tls_error", "dns_error", "refused", "invalid_url", "other_error")
 
 
@@ -75,8 +77,7 @@ def guarded_socket(addr_info: AddrInfoType) -> socket.socket:
     """The socket for one connection attempt, refused before it exists if its address is blocked."""
     family, type_, proto, _, sockaddr = addr_info
     if not settings.ASIRI_ALLOW_PRIVATE_URLS and is_blocked(ipaddress.ip_address(sockaddr[0])):
-        # Not the address itself: a name that got this far would otherwise be mapped for the tenant.
-        raise BlockedSocket("The address connected to is a private, loopback or reserved address.")
+        raise BlockedSocket(UNDELIVERABLE)
     return socket.socket(family=family, type=type_, proto=proto)
 
 
@@ -157,17 +158,19 @@ async def post_webhook(session: aiohttp.ClientSession, url: str, body: bytes, he
                 location=(response.headers.get("Location") or "")[:MAX_LOCATION_CHARS],
                 retry_after=parse_retry_after(response.headers.get("Retry-After")),
             )
-    except BlockedAddress as exc:
-        return failed("refused", f"Refused: {exc}")
+    except BlockedAddress:
+        return failed("refused", REFUSED)
     except ResolutionFailed as exc:
-        return failed("dns_error", str(exc))
+        # The log says what it says for a private address, so it cannot map the internal DNS; the
+        # metric still tells DNS trouble apart. Where private targets are allowed there is nothing to hide.
+        return failed("dns_error", str(exc) if settings.ASIRI_ALLOW_PRIVATE_URLS else REFUSED)
     except TimeoutError:
         return failed("timeout", f"Timed out after {settings.ASIRI_DELIVERY_TIMEOUT:g} s.")
     except aiohttp.ClientConnectorCertificateError as exc:
         return failed("tls_error", f"TLS certificate error: {exc.certificate_error}")
     except aiohttp.ClientConnectorError as exc:
         if isinstance(exc.os_error, BlockedSocket):
-            return failed("refused", f"Refused: {exc.os_error}")
+            return failed("refused", REFUSED)
         return failed("connection_error", f"Connection failed: {exc.os_error.strerror or exc.os_error}")
     except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError) as exc:
         return failed("connection_error", f"Connection broken: {exc or type(exc).__name__}")

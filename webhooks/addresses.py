@@ -69,6 +69,11 @@ _EMBEDDED_IPV4 = tuple(
 _LEGACY_IPV4 = re.compile(r"^(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]+|[0-9]+)){0,3}$", re.IGNORECASE)
 
 
+# What a tenant is told, at create, PATCH and in the delivery log, whether the host resolves to a
+# blocked address or does not resolve at all: two answers would let them map the internal DNS.
+UNDELIVERABLE = "Cannot be delivered to: does not resolve to a public address."
+
+
 class BlockedAddress(Exception):
     """The target is, or resolves to, an address webhooks may not reach."""
 
@@ -169,9 +174,9 @@ def resolve(host: str, port: int) -> list[IPAddress]:
 
 
 def check_addresses(host: str, addresses: list[IPAddress]) -> None:
-    """Refuse when ANY address is blocked: a mixed answer is how rebinding attacks start."""
-    for address in addresses:
-        if is_blocked(address):
-            # The address itself is not named: it would let a tenant map internal host names.
-            what = "is" if str(address) == host.strip("[]") else "resolves to"
-            raise BlockedAddress(f"{host} {what} a private, loopback or reserved address.")
+    """Refuse when ANY address is blocked: a mixed answer is how rebinding attacks start.
+
+    Neither the host nor the address is named: the tenant knows the one, and must not learn the other.
+    """
+    if any(is_blocked(address) for address in addresses):
+        raise BlockedAddress(UNDELIVERABLE)

@@ -82,9 +82,18 @@ def test_every_socket_is_checked_even_when_the_checks_before_it_let_an_address_t
     assert canary.connections == 0
 
 
-def test_an_unresolvable_name_is_a_failed_attempt():
+def test_a_name_that_does_not_resolve_fails_in_the_words_a_private_one_does(connections):
+    missing = http.send("https://nowhere.test/", b"{}", {})
+    private = http.send("https://intranet.test/", b"{}", {})
+    assert missing.status_code is None and missing.error == private.error == http.REFUSED
+    assert http.REFUSED == "Refused: Cannot be delivered to: does not resolve to a public address."
+    assert (missing.failure, private.failure) == ("dns_error", "refused")  # operators still tell them apart
+    assert connections.hosts == []
+
+
+def test_where_private_targets_are_allowed_a_failed_lookup_says_so(allow_loopback):
     result = http.send("https://nowhere.test/", b"{}", {})
-    assert result.status_code is None and "Could not resolve" in result.error
+    assert result.failure == "dns_error" and "Could not resolve 'nowhere.test'" in result.error
 
 
 def test_the_resolver_is_asked_once_per_attempt_and_a_mixed_answer_never_connects(settings):

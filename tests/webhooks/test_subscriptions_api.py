@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 from django.utils import timezone
@@ -283,11 +284,28 @@ BLOCKED_TARGETS = [
 ]
 
 
+UNDELIVERABLE = {"url": ["Cannot be delivered to: does not resolve to a public address."]}
+
+
 @pytest.mark.parametrize("url", BLOCKED_TARGETS)
 def test_it_refuses_private_targets(api, url):
     response = create(api, url=url)
     assert response.status_code == 400, url
-    assert "private" in response.json()["url"][0]
+    assert response.json() == UNDELIVERABLE
+
+
+def test_a_name_that_does_not_resolve_gets_the_answer_a_private_one_gets(api):
+    # Different answers would let a tenant map the internal DNS, one guessed name at a time.
+    existing = create(api).json()
+    answers = []
+    for url in ("https://intranet.test/hook", "https://does-not-exist.test/hook"):
+        created = create(api, url=url)
+        patched = api.patch(f"{URL}/{existing['id']}", {"url": url}, format="json")
+        answers.append((created.status_code, created.content, patched.status_code, patched.content))
+    assert answers[0] == answers[1]
+    assert answers[0][0] == answers[0][2] == 400
+    assert json.loads(answers[0][1]) == UNDELIVERABLE
+    assert Subscription.objects.get().url == existing["url"]
 
 
 @pytest.mark.parametrize(
@@ -297,7 +315,6 @@ def test_it_refuses_private_targets(api, url):
         "https://93.184.215.14/x",
         "https://[2606:4700::1111]/x",
         "https://api.example.org:8443/x?a=1",
-        "https://not-yet-in-dns.test/x",
     ],
 )
 def test_it_accepts_public_targets(api, url):
