@@ -386,3 +386,28 @@ def test_reenabling_restarts_the_failure_clock(api):
     Subscription.objects.filter(pk=sub["id"]).update(active=False, disabled_reason="x", failing_since=timezone.now())
     api.patch(f"{URL}/{sub['id']}", {"active": True}, format="json")
     assert Subscription.objects.get(pk=sub["id"]).failing_since is None
+
+
+def test_a_tenant_at_its_limit_gets_a_409_naming_it(api, charlie, client_for, settings):
+    settings.ASIRI_MAX_SUBSCRIPTIONS_PER_TENANT = 3
+    ids = [create(api).json()["id"] for _ in range(3)]
+    refused = create(api)
+    assert refused.status_code == 409
+    assert refused.json() == {"detail": "This tenant may have at most 3 subscriptions: delete one to create another."}
+    assert Subscription.objects.count() == 3
+    assert create(client_for(charlie)).status_code == 201  # the limit is per tenant
+    api.delete(f"{URL}/{ids[0]}")  # deleted ones do not count
+    assert create(api).status_code == 201
+    assert create(api).status_code == 409
+
+
+def test_a_tenants_own_limit_overrides_the_default(api, alice, settings):
+    settings.ASIRI_MAX_SUBSCRIPTIONS_PER_TENANT = 1
+    alice.max_subscriptions = 2
+    alice.save()
+    assert [create(api).status_code for _ in range(3)] == [201, 201, 409]
+    assert "at most 2 subscriptions" in create(api).json()["detail"]
+    alice.max_subscriptions = 0  # support can stop a tenant adding any
+    alice.save()
+    api.delete(f"{URL}/{Subscription.objects.first().id}")
+    assert create(api).status_code == 409
