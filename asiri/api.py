@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -57,11 +58,41 @@ class PayloadTooLarge(exceptions.APIException):
     default_code = "payload_too_large"
 
 
+# How deep a JSON value in a request may nest ({} and [] are one level each). Python's json module
+# recurses, and gives up near 1,000 levels with a RecursionError; walks of client data must not.
+MAX_JSON_DEPTH = 64
+TOO_DEEP = f"Must not be nested more than {MAX_JSON_DEPTH} levels deep."
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}:]')
+
+
+def _member_too_deep(text: str) -> str | None:
+    """The top-level member of a JSON object whose value nests more than MAX_JSON_DEPTH levels.
+
+    A token scan, not a parse: it serves when the json module itself cannot go that deep.
+    """
+    depth, member, last_string = 0, None, None
+    for match in _JSON_TOKEN.finditer(text):
+        symbol = match.group()
+        if symbol in ("[", "{"):
+            depth += 1
+            if depth > MAX_JSON_DEPTH + 1:  # the body's own braces are not the member's
+                return member
+        elif symbol in ("]", "}"):
+            depth -= 1
+        elif symbol == ":":
+            if depth == 1 and last_string is not None:
+                member = json.loads(last_string)
+        else:
+            last_string = symbol
+    return None
+
+
 class BoundedJSONParser(JSONParser):
-    """JSON parser that refuses bodies over a byte limit and strings PostgreSQL cannot store.
+    """JSON parser that refuses bodies over a byte limit, too deep, or with strings PostgreSQL cannot store.
 
     asiri/limits.py refuses a body over ASIRI_MAX_REQUEST_BYTES before any view runs (and before
     Django's own, HTML, limit); a view may set a lower one here with `max_body_bytes`.
+    Fields check MAX_JSON_DEPTH themselves; this answers for bodies the json module cannot read.
     """
 
     def parse(self, stream, media_type=None, parser_context=None) -> Any:
@@ -71,13 +102,17 @@ class BoundedJSONParser(JSONParser):
         if len(raw) > limit:
             raise PayloadTooLarge(f"Request body is larger than {limit} bytes.")
         try:
-            data = json.loads(raw.decode("utf-8"))
+            text = raw.decode("utf-8")
+            data = json.loads(text)
             # Lone surrogates (\ud800) parse fine but cannot be encoded, stored or echoed back.
             json.dumps(data, ensure_ascii=False).encode("utf-8")
         except (ValueError, UnicodeError) as exc:
             raise exceptions.ParseError(f"Request body is not valid JSON: {exc}") from None
         except RecursionError:
-            raise exceptions.ParseError("Request body is nested too deeply.") from None
+            member = _member_too_deep(text)
+            if member is None:
+                raise exceptions.ParseError(f"Request body is nested more than {MAX_JSON_DEPTH} levels deep.") from None
+            raise exceptions.ValidationError({member: [TOO_DEEP]}) from None
         return data
 
 

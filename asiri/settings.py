@@ -184,6 +184,9 @@ ASIRI_SHUTDOWN_SECONDS = env_float("ASIRI_SHUTDOWN_SECONDS", 8.0)
 ASIRI_DISABLE_AFTER_HOURS = env_float("ASIRI_DISABLE_AFTER_HOURS", 120.0)
 ASIRI_RETENTION_DAYS = env_int("ASIRI_RETENTION_DAYS", 30)
 ASIRI_SECRET_ROTATION_OVERLAP_HOURS = 24
+# Live subscriptions one tenant may have (each event fans out to all of them); a tenant's own
+# max_subscriptions, set in the admin, overrides it.
+ASIRI_MAX_SUBSCRIPTIONS_PER_TENANT = env_int("ASIRI_MAX_SUBSCRIPTIONS_PER_TENANT", 500)
 ASIRI_IDEMPOTENCY_HOURS = 24
 # Requests per API key; the test operation has its own, lower limit. Kept in Redis when the broker is
 # Redis (or ASIRI_RATE_LIMIT_REDIS_URL), so every web process shares them.

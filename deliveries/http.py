@@ -5,11 +5,14 @@ many requests in flight at once, while the calling thread keeps the database wor
 blocking `requests` session measured 623 signed requests/s here, aiohttp with 50 in flight
 3,183/s (docs/architecture.md has the figures).
 
-The address guard lives in the resolver aiohttp calls for every new connection: it resolves
-the host once, refuses if ANY address is blocked, and hands aiohttp exactly the addresses it
-checked, so the connection goes to a checked address while the name is kept for the Host
-header and TLS. There is no second lookup for DNS rebinding to exploit. Redirects are never
-followed, and no more than MAX_BODY_BYTES of a response is read.
+The address guard: every socket the sender opens comes from `guarded_socket`, which refuses
+one whose address webhooks.addresses.is_blocked before it exists, however aiohttp came by the
+address (a literal, which it connects to without asking a resolver, or a name). For names, the
+resolver aiohttp calls for every new connection resolves the host once, refuses it whole if
+ANY address is blocked (a mixed answer is how rebinding starts), and hands aiohttp exactly the
+addresses it checked, so the connection goes to a checked address while the name is kept for
+the Host header and TLS: there is no second lookup for DNS rebinding to exploit. Redirects are
+never followed, and no more than MAX_BODY_BYTES of a response is read.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import ipaddress
 import os
 import socket
 import ssl
@@ -28,20 +32,24 @@ from email.utils import parsedate_to_datetime
 
 import aiohttp
 import certifi
+from aiohappyeyeballs import AddrInfoType
 from aiohttp.abc import AbstractResolver, ResolveResult
 from django.conf import settings
 
 from webhooks.addresses import (
+    UNDELIVERABLE,
     BlockedAddress,
     ResolutionFailed,
     check_addresses,
     connect_hosts,
+    is_blocked,
     parse_literal,
     resolve,
 )
 
 MAX_BODY_BYTES = 20_000
 MAX_LOCATION_CHARS = 500
+REFUSED = f"Refused: {UNDELIVERABLE}"
 FAILURES = ("timeout", "connection_error", "tls_error", "dns_error", "refused", "invalid_url", "other_error")
 
 
@@ -59,6 +67,18 @@ class HttpResult:
     @property
     def ok(self) -> bool:
         return self.status_code is not None and 200 <= self.status_code < 300
+
+
+class BlockedSocket(OSError):
+    """A connection guarded_socket refused: an OSError, so aiohttp reports it like any failed connect."""
+
+
+def guarded_socket(addr_info: AddrInfoType) -> socket.socket:
+    """The socket for one connection attempt, refused before it exists if its address is blocked."""
+    family, type_, proto, _, sockaddr = addr_info
+    if not settings.ASIRI_ALLOW_PRIVATE_URLS and is_blocked(ipaddress.ip_address(sockaddr[0])):
+        raise BlockedSocket(UNDELIVERABLE)
+    return socket.socket(family=family, type=type_, proto=proto)
 
 
 class GuardedResolver(AbstractResolver):
@@ -122,8 +142,8 @@ async def post_webhook(session: aiohttp.ClientSession, url: str, body: bytes, he
 
     timeout = aiohttp.ClientTimeout(total=settings.ASIRI_DELIVERY_TIMEOUT, sock_connect=settings.ASIRI_CONNECT_TIMEOUT)
     try:
-        # aiohttp connects to an address literal without asking the resolver, so literals are
-        # checked here; names are checked by GuardedResolver on every new connection.
+        # Address literals in notations yarl rejects (127.1, 2130706433) would fail without a word
+        # about why: the URL's own host gets the create-time check first.
         if not settings.ASIRI_ALLOW_PRIVATE_URLS:
             for host in connect_hosts(url):
                 literal = parse_literal(host)
@@ -138,15 +158,19 @@ async def post_webhook(session: aiohttp.ClientSession, url: str, body: bytes, he
                 location=(response.headers.get("Location") or "")[:MAX_LOCATION_CHARS],
                 retry_after=parse_retry_after(response.headers.get("Retry-After")),
             )
-    except BlockedAddress as exc:
-        return failed("refused", f"Refused: {exc}")
+    except BlockedAddress:
+        return failed("refused", REFUSED)
     except ResolutionFailed as exc:
-        return failed("dns_error", str(exc))
+        # The log says what it says for a private address, so it cannot map the internal DNS; the
+        # metric still tells DNS trouble apart. Where private targets are allowed there is nothing to hide.
+        return failed("dns_error", str(exc) if settings.ASIRI_ALLOW_PRIVATE_URLS else REFUSED)
     except TimeoutError:
         return failed("timeout", f"Timed out after {settings.ASIRI_DELIVERY_TIMEOUT:g} s.")
     except aiohttp.ClientConnectorCertificateError as exc:
         return failed("tls_error", f"TLS certificate error: {exc.certificate_error}")
     except aiohttp.ClientConnectorError as exc:
+        if isinstance(exc.os_error, BlockedSocket):
+            return failed("refused", REFUSED)
         return failed("connection_error", f"Connection failed: {exc.os_error.strerror or exc.os_error}")
     except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError) as exc:
         return failed("connection_error", f"Connection broken: {exc or type(exc).__name__}")
@@ -168,6 +192,7 @@ class Sender:
     async def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
             resolver=GuardedResolver(),
+            socket_factory=guarded_socket,
             use_dns_cache=False,  # every new connection is resolved and checked again
             # The pump bounds sends per subscription and in total; a second, per-host limit here
             # would make sends queue for a connection and time out without being sent.

@@ -2,7 +2,7 @@ from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.plumbing import ResolvedComponent
 from rest_framework import serializers
 
-from asiri.api import StrictCharField
+from asiri.api import MAX_JSON_DEPTH, TOO_DEEP, StrictCharField
 from asiri.openapi import NO_NUL
 from deliveries.models import Attempt, Delivery
 from webhooks.events import EVENT_NAME_RE, FullMatchValidator
@@ -38,24 +38,31 @@ class DeliverySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-def _contains_nul(value) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_contains_nul(v) for v in value)
-    return False
+def _json_problem(value) -> str | None:
+    """Why a JSON value cannot be taken, or None; a walk with its own stack, so depth cannot exhaust Python's."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return "Must not contain NUL (\\u0000) characters."
+        elif isinstance(item, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                return TOO_DEEP
+            children = [*item, *item.values()] if isinstance(item, dict) else item  # keys are strings
+            pending.extend((child, depth + 1) for child in children)
+    return None
 
 
 class JsonObjectField(serializers.JSONField):
-    """Any JSON object without NUL characters."""
+    """Any JSON object without NUL characters, nested at most MAX_JSON_DEPTH levels."""
 
     def to_internal_value(self, data) -> dict:
         if not isinstance(data, dict):
             raise serializers.ValidationError("Must be a JSON object.")
-        if _contains_nul(data):
-            raise serializers.ValidationError("Must not contain NUL (\\u0000) characters.")
+        problem = _json_problem(data)
+        if problem:
+            raise serializers.ValidationError(problem)
         return super().to_internal_value(data)
 
 
@@ -91,7 +98,12 @@ class EventPublishSerializer(serializers.Serializer):
         ],
         help_text="The event type, e.g. `invoice.paid`: lowercase words separated by dots.",
     )
-    data = JsonObjectField(help_text="The event's payload, delivered as `data`.")
+    data = JsonObjectField(
+        help_text=(
+            f"The event's payload, delivered as `data`: a JSON object nested at most {MAX_JSON_DEPTH} levels deep "
+            '(`{}` is one level, `{"a": []}` two).'
+        )
+    )
     idempotency_key = StrictCharField(
         max_length=200,
         required=False,

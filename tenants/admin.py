@@ -27,7 +27,7 @@ class ApiKeyInline(admin.TabularInline):
 
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = ("slug", "name", "is_active", "created_at")
+    list_display = ("slug", "name", "is_active", "max_subscriptions", "created_at")
     list_filter = ("is_active",)
     search_fields = ("slug", "name")
     inlines = [ApiKeyInline]

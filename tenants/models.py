@@ -5,6 +5,7 @@ import hmac
 import re
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -43,12 +44,23 @@ class Tenant(models.Model):
     name = models.CharField(max_length=200, blank=True)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
+    max_subscriptions = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Live subscriptions this tenant may have; empty: ASIRI_MAX_SUBSCRIPTIONS_PER_TENANT.",
+    )
 
     class Meta:
         ordering = ["slug"]
 
     def __str__(self) -> str:
         return self.name or self.slug
+
+    @property
+    def subscription_limit(self) -> int:
+        if self.max_subscriptions is None:
+            return settings.ASIRI_MAX_SUBSCRIPTIONS_PER_TENANT
+        return self.max_subscriptions
 
     def deactivate(self) -> None:
         self.is_active = False

@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import errno
+import ipaddress
 import os
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import pytest
 import redis
@@ -55,6 +59,45 @@ def _redis_reachable_and_no_shutdown() -> None:
     for breaker in (throttling.breaker, ratelimit.breaker, wakeups.breaker):
         breaker.reset()
     shutdown.reset()
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+@dataclass
+class Connections:
+    hosts: list[str] = field(default_factory=list)  # every host connected to, loopback or not
+    stopped: list[str] = field(default_factory=list)  # the ones that were not loopback
+
+
+@pytest.fixture(autouse=True)
+def connections(monkeypatch) -> Iterator[Connections]:
+    """Every connection this process makes during the test; one to anything but loopback fails it.
+
+    It is stopped before it leaves the machine, and fails the test even when the code under test
+    swallows the error: no test contacts another address, not even when the guard it tests is broken.
+    """
+    seen = Connections()
+
+    def guard(real):
+        def connect(sock: socket.socket, address, *args):
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                seen.hosts.append(address[0])
+                if not _is_loopback(address[0]):
+                    seen.stopped.append(address[0])
+                    raise OSError(errno.ENETUNREACH, f"tests connect only to loopback, not {address[0]}")
+            return real(sock, address, *args)
+
+        return connect
+
+    monkeypatch.setattr(socket.socket, "connect", guard(socket.socket.connect))
+    monkeypatch.setattr(socket.socket, "connect_ex", guard(socket.socket.connect_ex))
+    yield seen
+    assert seen.stopped == [], f"the test tried to connect to {seen.stopped}"
 
 
 @pytest.fixture

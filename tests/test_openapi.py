@@ -81,6 +81,16 @@ def test_every_operation_names_its_scope_and_errors(document):
     assert document["components"]["securitySchemes"]["ApiKey"]["scheme"] == "bearer"
 
 
+def test_create_documents_the_409_at_the_limit(document):
+    create = document["paths"]["/v1/webhooks/subscriptions"]["post"]
+    assert "409" in create["responses"] and "409 when the tenant" in create["description"]
+
+
+def test_it_states_how_deep_event_data_may_nest(document):
+    data = document["components"]["schemas"]["EventPublishRequest"]["properties"]["data"]
+    assert "nested at most 64 levels deep" in data["description"]
+
+
 def test_the_docs_page_is_served_without_a_cdn(client):
     response = client.get("/docs")
     assert response.status_code == 200

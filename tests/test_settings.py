@@ -32,6 +32,8 @@ def start(setting: str = "DEBUG", **env: str) -> subprocess.CompletedProcess:
         ("ASIRI_DELIVERY_TIMEOUT", "-1"),
         ("ASIRI_RETRY_SCHEDULE", "5,ten,60"),
         ("ASIRI_RETRY_SCHEDULE", "5,-1"),
+        ("ASIRI_MAX_SUBSCRIPTIONS_PER_TENANT", "many"),
+        ("ASIRI_MAX_SUBSCRIPTIONS_PER_TENANT", "0"),
     ],
 )
 def test_a_bad_value_fails_at_start_naming_the_variable(variable, value):
@@ -47,6 +49,12 @@ def test_booleans_read_any_case_and_empty_means_default(value, expected):
     result = start("ASIRI_ALLOW_PRIVATE_URLS", ASIRI_ALLOW_PRIVATE_URLS=value)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == expected
+
+
+def test_the_subscription_limit_defaults_to_500_and_is_read_as_a_number():
+    assert start("ASIRI_MAX_SUBSCRIPTIONS_PER_TENANT").stdout.strip() == "500"
+    read = start("ASIRI_MAX_SUBSCRIPTIONS_PER_TENANT", ASIRI_MAX_SUBSCRIPTIONS_PER_TENANT="25")
+    assert read.stdout.strip() == "25"
 
 
 def test_the_retry_schedule_is_read_as_seconds():

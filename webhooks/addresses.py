@@ -1,4 +1,4 @@
-"""The one list of addresses a webhook may never reach, and the checks that use it.
+"""The one decision on which addresses a webhook may never reach, and the checks that use it.
 
 Used when a subscription is created or changed (webhooks.validators) and again at send
 time on the addresses actually connected to (deliveries.http), so a name that later
@@ -19,8 +19,9 @@ from django.utils.module_loading import import_string
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-# Python's is_private/is_global miss some of these (CGNAT, multicast, benchmarking), so
-# the set is spelled out.
+# Refused whatever Python's is_global says: it misses some of these (multicast, the 6to4 relay
+# anycast, local-use NAT64 before 3.12) and its tables change between versions. Anything it does
+# not call global is refused as well (is_blocked).
 BLOCKED_NETWORKS = tuple(
     ipaddress.ip_network(net)
     for net in (
@@ -41,6 +42,7 @@ BLOCKED_NETWORKS = tuple(
         "240.0.0.0/4",  # reserved, includes broadcast 255.255.255.255
         "::/96",  # unspecified, loopback and the deprecated IPv4-compatible block
         "::ffff:0:0/96",  # IPv4-mapped
+        "64:ff9b:1::/48",  # local-use NAT64 (RFC 8215): only this network's translator knows where it goes
         "100::/64",  # discard-only
         "2001:db8::/32",  # documentation
         "fc00::/7",  # unique local
@@ -49,11 +51,27 @@ BLOCKED_NETWORKS = tuple(
         "ff00::/8",  # multicast
     )
 )
-# Blocks that carry an IPv4 address inside: judged by that address.
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_SIX_TO_FOUR = ipaddress.ip_network("2002::/16")
+# IPv6 forms that carry an IPv4 address: (block, bits to shift the address right, XOR mask). Each is
+# also judged by the IPv4 address it carries, so no notation turns 127.0.0.1 into a public address.
+_EMBEDDED_IPV4 = tuple(
+    (ipaddress.ip_network(net), shift, mask)
+    for net, shift, mask in (
+        ("::ffff:0:0/96", 0, 0),  # IPv4-mapped
+        ("::ffff:0:0:0/96", 0, 0),  # IPv4-translated (SIIT)
+        ("::/96", 0, 0),  # IPv4-compatible
+        ("64:ff9b::/96", 0, 0),  # NAT64, well-known prefix
+        ("64:ff9b:1::/48", 0, 0),  # NAT64, local-use prefix
+        ("2002::/16", 80, 0),  # 6to4: the 32 bits after the prefix
+        ("2001::/32", 0, 0xFFFFFFFF),  # Teredo: the client is the last 32 bits, inverted
+    )
+)
 
 _LEGACY_IPV4 = re.compile(r"^(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]+|[0-9]+)){0,3}$", re.IGNORECASE)
+
+
+# What a tenant is told, at create, PATCH and in the delivery log, whether the host resolves to a
+# blocked address or does not resolve at all: two answers would let them map the internal DNS.
+UNDELIVERABLE = "Cannot be delivered to: does not resolve to a public address."
 
 
 class BlockedAddress(Exception):
@@ -82,13 +100,27 @@ def connect_hosts(url: str) -> list[str]:
     return hosts
 
 
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries (mapped, translated, NAT64, 6to4, Teredo), or None."""
+    for network, shift, mask in _EMBEDDED_IPV4:
+        if address in network:
+            return ipaddress.IPv4Address(((int(address) >> shift) ^ mask) & 0xFFFFFFFF)
+    return None
+
+
 def is_blocked(address: IPAddress) -> bool:
+    """Whether webhooks may not reach `address`: the one decision, at create, at PATCH and on every connect.
+
+    Blocked unless Python calls it global, it is outside BLOCKED_NETWORKS, and any IPv4 address
+    it carries passes the same test.
+    """
     if isinstance(address, ipaddress.IPv6Address):
         address = ipaddress.IPv6Address(int(address))  # drop any %zone before comparing
-        if address in _NAT64:
-            return is_blocked(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
-        if address in _SIX_TO_FOUR:
-            return is_blocked(ipaddress.IPv4Address((int(address) >> 80) & 0xFFFFFFFF))
+        carried = embedded_ipv4(address)
+        if carried is not None and is_blocked(carried):
+            return True
+    if not address.is_global:
+        return True
     return any(address.version == net.version and address in net for net in BLOCKED_NETWORKS)
 
 
@@ -142,9 +174,9 @@ def resolve(host: str, port: int) -> list[IPAddress]:
 
 
 def check_addresses(host: str, addresses: list[IPAddress]) -> None:
-    """Refuse when ANY address is blocked: a mixed answer is how rebinding attacks start."""
-    for address in addresses:
-        if is_blocked(address):
-            # The address itself is not named: it would let a tenant map internal host names.
-            what = "is" if str(address) == host.strip("[]") else "resolves to"
-            raise BlockedAddress(f"{host} {what} a private, loopback or reserved address.")
+    """Refuse when ANY address is blocked: a mixed answer is how rebinding attacks start.
+
+    Neither the host nor the address is named: the tenant knows the one, and must not learn the other.
+    """
+    if any(is_blocked(address) for address in addresses):
+        raise BlockedAddress(UNDELIVERABLE)

@@ -132,7 +132,12 @@ class SubscriptionCreatedSerializer(SubscriptionSerializer):
 
 
 class SubscriptionWriteSerializer(serializers.Serializer):
-    url = WebhookUrlField(help_text="Where events are POSTed. https only in production; private addresses are refused.")
+    url = WebhookUrlField(
+        help_text=(
+            "Where events are POSTed. https only in production; a host that does not resolve to a public "
+            "address is refused, with the same answer whether it resolves privately or not at all."
+        )
+    )
     events = event_patterns_field(default=lambda: ["*"])
     description = StrictCharField(max_length=1000, allow_blank=True, default="", trim_whitespace=False)
     active = StrictBooleanField(default=True)

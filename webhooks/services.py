@@ -15,6 +15,10 @@ from webhooks.models import Subscription
 UPDATABLE_FIELDS = ("url", "events", "description", "active", "metadata", "rate_limit")
 
 
+class SubscriptionLimitReached(Exception):
+    """The tenant already has as many live subscriptions as it may."""
+
+
 def subscription_create(
     *,
     tenant: Tenant,
@@ -25,15 +29,26 @@ def subscription_create(
     metadata: dict[str, str] | None = None,
     rate_limit: int | None = None,
 ) -> Subscription:
-    return Subscription.objects.create(
-        tenant=tenant,
-        url=url,
-        events=normalise_patterns(events or ["*"]),
-        description=description,
-        active=active,
-        metadata=metadata or {},
-        rate_limit=rate_limit,
-    )
+    """A new subscription, unless the tenant is at its limit (Tenant.subscription_limit).
+
+    Counted while holding the tenant's row, so two creates cannot both take the last place.
+    """
+    with transaction.atomic():
+        tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
+        limit = tenant.subscription_limit
+        if Subscription.objects.for_tenant(tenant).live().count() >= limit:
+            raise SubscriptionLimitReached(
+                f"This tenant may have at most {limit} subscriptions: delete one to create another."
+            )
+        return Subscription.objects.create(
+            tenant=tenant,
+            url=url,
+            events=normalise_patterns(events or ["*"]),
+            description=description,
+            active=active,
+            metadata=metadata or {},
+            rate_limit=rate_limit,
+        )
 
 
 def subscription_update(*, subscription: Subscription, changes: dict[str, Any]) -> Subscription:

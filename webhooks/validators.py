@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from webhooks.addresses import BlockedAddress, ResolutionFailed, check_addresses, connect_hosts, resolve
+from webhooks.addresses import UNDELIVERABLE, BlockedAddress, ResolutionFailed, check_addresses, connect_hosts, resolve
 
 MAX_URL_LENGTH = 2048
 
@@ -77,10 +77,8 @@ def validate_webhook_url(url: str) -> None:
         return
     for candidate in connect_hosts(url):
         try:
-            addresses = resolve(candidate, port or (443 if scheme == "https" else 80))
-        except ResolutionFailed:
-            continue  # a name that does not resolve yet is allowed: every send checks again
-        try:
-            check_addresses(candidate, addresses)
-        except BlockedAddress as exc:
-            raise ValidationError(f"Must not point to a private address: {exc}") from None
+            check_addresses(candidate, resolve(candidate, port or (443 if scheme == "https" else 80)))
+        except (ResolutionFailed, BlockedAddress):
+            # One answer for both: a 201 for names that do not resolve would tell the tenant which
+            # of its guesses exist inside the network. Every send checks again all the same.
+            raise ValidationError(UNDELIVERABLE) from None

@@ -10,6 +10,7 @@ from asiri.openapi import LinkedAutoSchema, error_responses
 from webhooks.models import Subscription
 from webhooks.serializers import SubscriptionCreatedSerializer, SubscriptionSerializer, SubscriptionWriteSerializer
 from webhooks.services import (
+    SubscriptionLimitReached,
     subscription_create,
     subscription_delete,
     subscription_rotate_secret,
@@ -37,9 +38,12 @@ SUBSCRIPTION_ID = OpenApiParameter("id", str, OpenApiParameter.PATH, description
     create=extend_schema(
         summary="Create a subscription",
         operation_id="createSubscription",
-        description="Scope: `webhooks:write`. The response is the only one that shows `secret`.",
+        description=(
+            "Scope: `webhooks:write`. The response is the only one that shows `secret`. 409 when the tenant "
+            "already has as many subscriptions as it may (`detail` names the limit)."
+        ),
         request=SubscriptionWriteSerializer,
-        responses={201: SubscriptionCreatedSerializer, **error_responses(400, 401, 403, 413, 415)},
+        responses={201: SubscriptionCreatedSerializer, **error_responses(400, 401, 403, 409, 413, 415)},
     ),
     partial_update=extend_schema(
         summary="Update a subscription",
@@ -93,7 +97,10 @@ class SubscriptionViewSet(
     def create(self, request, *args, **kwargs) -> Response:
         payload = SubscriptionWriteSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        subscription = subscription_create(tenant=self.tenant, **payload.validated_data)
+        try:
+            subscription = subscription_create(tenant=self.tenant, **payload.validated_data)
+        except SubscriptionLimitReached as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(SubscriptionCreatedSerializer(subscription).data, status=status.HTTP_201_CREATED)
 
     def partial_update(self, request, *args, **kwargs) -> Response:

@@ -177,6 +177,21 @@ def test_a_superuser_creates_a_key_seen_once_and_revokes_it(superuser_client, al
     assert ApiKey.objects.get(pk=api_key.pk).revoked_at is not None
 
 
+def test_a_superuser_sets_a_tenants_subscription_limit(superuser_client, alice):
+    page = superuser_client.get(f"/admin/tenants/tenant/{alice.pk}/change/").content.decode()
+    assert 'name="max_subscriptions"' in page and "ASIRI_MAX_SUBSCRIPTIONS_PER_TENANT" in page
+    form = {"slug": alice.slug, "name": alice.name, "is_active": "on", "created_at_0": "2026-01-01"}
+    form |= {"created_at_1": "00:00:00", "api_keys-TOTAL_FORMS": "0", "api_keys-INITIAL_FORMS": "0"}
+    response = superuser_client.post(f"/admin/tenants/tenant/{alice.pk}/change/", {**form, "max_subscriptions": "3"})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    alice.refresh_from_db()
+    assert (alice.max_subscriptions, alice.subscription_limit) == (3, 3)
+    superuser_client.post(f"/admin/tenants/tenant/{alice.pk}/change/", {**form, "max_subscriptions": ""})
+    alice.refresh_from_db()
+    assert alice.max_subscriptions is None and alice.subscription_limit == 500  # back to the default
+    assert '<td class="field-max_subscriptions">' in superuser_client.get("/admin/tenants/tenant/").content.decode()
+
+
 def test_a_superuser_rotates_a_secret_and_sees_it_once(superuser_client, story):
     subscription = story["subscription"]
     response = superuser_client.post(

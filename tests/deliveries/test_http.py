@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from deliveries import http
+from tests.support.canary import Canary
 from tests.support.processes import free_port
 from tests.support.receiver import Receiver
 
@@ -72,14 +73,31 @@ def test_it_refuses_private_targets_without_connecting(target):
     assert canary.connections == 0
 
 
-def test_an_unresolvable_name_is_a_failed_attempt():
+@pytest.mark.parametrize("target", ["loopback.test", "loopback6.test", "127.0.0.1", "[::1]", "[::ffff:7f00:1]"])
+def test_every_socket_is_checked_even_when_the_checks_before_it_let_an_address_through(target, monkeypatch):
+    monkeypatch.setattr(http, "check_addresses", lambda host, addresses: None)  # the resolver's and the URL's
+    with Canary() as canary:
+        result = http.send(f"http://{target}:{canary.port}/", b"{}", {})
+    assert result.failure == "refused" and result.error.startswith("Refused:"), result
+    assert canary.connections == 0
+
+
+def test_a_name_that_does_not_resolve_fails_in_the_words_a_private_one_does(connections):
+    missing = http.send("https://nowhere.test/", b"{}", {})
+    private = http.send("https://intranet.test/", b"{}", {})
+    assert missing.status_code is None and missing.error == private.error == http.REFUSED
+    assert http.REFUSED == "Refused: Cannot be delivered to: does not resolve to a public address."
+    assert (missing.failure, private.failure) == ("dns_error", "refused")  # operators still tell them apart
+    assert connections.hosts == []
+
+
+def test_where_private_targets_are_allowed_a_failed_lookup_says_so(allow_loopback):
     result = http.send("https://nowhere.test/", b"{}", {})
-    assert result.status_code is None and "Could not resolve" in result.error
+    assert result.failure == "dns_error" and "Could not resolve 'nowhere.test'" in result.error
 
 
 def test_the_resolver_is_asked_once_per_attempt_and_a_mixed_answer_never_connects(settings):
     from tests.support import resolver
-    from tests.support.canary import Canary
 
     settings.ASIRI_RESOLVER = "tests.support.resolver.counting_resolve"
     resolver.calls.clear()
@@ -99,7 +117,6 @@ def test_it_reads_retry_after(value, seconds):
 
 
 def test_a_host_that_normalises_to_loopback_is_refused_at_send():
-    from tests.support.canary import Canary
 
     digits = "\U0001fbf1\U0001fbf2\U0001fbf7.\U0001fbf0.\U0001fbf0.\U0001fbf1"  # 127.0.0.1 in Unicode digit forms
     with Canary() as canary:

@@ -7,7 +7,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from django.utils import timezone
 
+from deliveries import engine
 from deliveries.models import Attempt, Delivery, DeliveryStatus, Event
+from deliveries.services import event_publish
 
 
 def log_url(subscription) -> str:
@@ -203,3 +205,17 @@ def test_the_log_costs_a_fixed_number_of_queries(api, alice, make_subscription, 
     # key lookup, last_used write, subscription, page, attempts
     with django_assert_max_num_queries(5):
         assert len(api.get(log_url(sub)).json()["results"]) == 30
+
+
+def test_the_log_says_the_same_for_a_name_that_does_not_resolve_and_one_that_resolves_privately(
+    api, alice, make_subscription, django_capture_on_commit_callbacks
+):
+    # Stored behind the API's back, as if DNS changed after the subscriptions were created.
+    private = make_subscription(alice, url="https://intranet.test/hook")
+    missing = make_subscription(alice, url="https://does-not-exist.test/hook")
+    with django_capture_on_commit_callbacks(execute=False):
+        event_publish(tenant=alice, event_type="invoice.paid", data={})
+    engine.pump(budget_seconds=5)  # the real send path (the suite stops any connection off loopback)
+    logs = [api.get(log_url(subscription)).json()["results"] for subscription in (private, missing)]
+    errors = [[attempt["error"] for delivery in log for attempt in delivery["attempts"]] for log in logs]
+    assert errors[0] == errors[1] == ["Refused: Cannot be delivered to: does not resolve to a public address."]

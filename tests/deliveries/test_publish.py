@@ -13,6 +13,7 @@ from django.utils import timezone
 from deliveries import wakeups
 from deliveries.models import Delivery, Event
 from deliveries.services import delivery_redeliver_many, delivery_send_test, event_publish
+from tests.support import nesting
 
 EVENTS = "/v1/events"
 
@@ -205,3 +206,23 @@ def test_a_bulk_redelivery_is_one_priority_wakeup_for_all_of_them(
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     (message,) = broker.lrange(settings.ASIRI_PRIORITY_QUEUE, 0, -1)
     assert all(d.id in message.decode() for d in finished) and in_flight.id not in message.decode()
+
+
+@pytest.mark.parametrize("kind", ["dict", "list"])
+@pytest.mark.parametrize("levels", nesting.DEPTHS)
+def test_data_nested_deeper_than_the_limit_is_a_400_naming_the_limit_and_the_field(publisher, kind, levels, caplog):
+    raw = '{"type": "invoice.paid", "data": {"a": ' + nesting.nested(kind, levels - 1) + "}}"
+    response = publisher.generic("POST", EVENTS, raw, content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert response.json() == {"data": ["Must not be nested more than 64 levels deep."]}
+    assert Event.objects.count() == 0
+    nesting.assert_no_traceback_logged(caplog)
+
+
+@pytest.mark.parametrize("kind", ["dict", "list"])
+def test_data_nested_to_the_limit_is_published(publisher, kind, django_capture_on_commit_callbacks):
+    raw = '{"type": "invoice.paid", "data": {"a": ' + nesting.nested(kind, 63) + "}}"
+    with django_capture_on_commit_callbacks(execute=False):
+        response = publisher.generic("POST", EVENTS, raw, content_type="application/json")
+    assert response.status_code == 202, response.content
+    assert Event.objects.get().data == json.loads(raw)["data"]

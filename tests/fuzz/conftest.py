@@ -22,9 +22,14 @@ SCOPES = ("webhooks:read", "webhooks:write", "audit:read", "events:write")
 
 @pytest.fixture(autouse=True)
 def _fuzz_settings(settings) -> None:
-    """Limits far above what a fuzz run sends, so a 429 never hides an answer (429 stays documented)."""
+    """Limits far above what a fuzz run sends, so a 429 never hides an answer (429 stays documented).
+
+    Every generated host name resolves to a public address: one that does not resolve is refused
+    like a private one, which no document can state, and tests/webhooks covers.
+    """
     settings.ASIRI_RATE_LIMIT = "1000000/sec"
     settings.ASIRI_TEST_RATE_LIMIT = "1000000/sec"
+    settings.ASIRI_RESOLVER = "tests.support.resolver.public_resolve"
 
 
 @pytest.fixture(autouse=True)

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 from django.utils import timezone
 
+from tests.support import nesting
 from webhooks.models import Subscription
 
 URL = "/v1/webhooks/subscriptions"
@@ -282,11 +284,28 @@ BLOCKED_TARGETS = [
 ]
 
 
+UNDELIVERABLE = {"url": ["Cannot be delivered to: does not resolve to a public address."]}
+
+
 @pytest.mark.parametrize("url", BLOCKED_TARGETS)
 def test_it_refuses_private_targets(api, url):
     response = create(api, url=url)
     assert response.status_code == 400, url
-    assert "private" in response.json()["url"][0]
+    assert response.json() == UNDELIVERABLE
+
+
+def test_a_name_that_does_not_resolve_gets_the_answer_a_private_one_gets(api):
+    # Different answers would let a tenant map the internal DNS, one guessed name at a time.
+    existing = create(api).json()
+    answers = []
+    for url in ("https://intranet.test/hook", "https://does-not-exist.test/hook"):
+        created = create(api, url=url)
+        patched = api.patch(f"{URL}/{existing['id']}", {"url": url}, format="json")
+        answers.append((created.status_code, created.content, patched.status_code, patched.content))
+    assert answers[0] == answers[1]
+    assert answers[0][0] == answers[0][2] == 400
+    assert json.loads(answers[0][1]) == UNDELIVERABLE
+    assert Subscription.objects.get().url == existing["url"]
 
 
 @pytest.mark.parametrize(
@@ -296,7 +315,6 @@ def test_it_refuses_private_targets(api, url):
         "https://93.184.215.14/x",
         "https://[2606:4700::1111]/x",
         "https://api.example.org:8443/x?a=1",
-        "https://not-yet-in-dns.test/x",
     ],
 )
 def test_it_accepts_public_targets(api, url):
@@ -333,8 +351,63 @@ def test_deeply_nested_json_is_a_400(api):
     assert response.status_code == 400
 
 
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+@pytest.mark.parametrize("kind", ["dict", "list"])
+@pytest.mark.parametrize("levels", nesting.DEPTHS)
+def test_deeply_nested_metadata_is_a_400_naming_the_field(api, method, kind, levels, caplog):
+    sub = create(api).json()
+    before = Subscription.objects.filter(pk=sub["id"]).values().get()
+    path = URL if method == "POST" else f"{URL}/{sub['id']}"
+    raw = '{"url": "https://hooks.example.com/", "metadata": {"a": ' + nesting.nested(kind, levels - 1) + "}}"
+    response = api.generic(method, path, raw, content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert list(response.json()) == ["metadata"], response.json()
+    assert Subscription.objects.count() == 1
+    assert Subscription.objects.filter(pk=sub["id"]).values().get() == before
+    nesting.assert_no_traceback_logged(caplog)
+
+
+@pytest.mark.parametrize(
+    ("kind", "answer"),
+    [
+        ("dict", {"k": ["Must not be nested more than 64 levels deep."]}),  # the member that is too deep
+        ("list", {"detail": "Request body is nested more than 64 levels deep."}),  # no member to name
+    ],
+)
+def test_a_body_too_deep_for_the_json_module_names_the_limit(api, kind, answer, caplog):
+    response = api.generic("POST", URL, nesting.nested(kind, 5000), content_type="application/json")
+    assert response.status_code == 400
+    assert response.json() == answer
+    nesting.assert_no_traceback_logged(caplog)
+
+
 def test_reenabling_restarts_the_failure_clock(api):
     sub = create(api).json()
     Subscription.objects.filter(pk=sub["id"]).update(active=False, disabled_reason="x", failing_since=timezone.now())
     api.patch(f"{URL}/{sub['id']}", {"active": True}, format="json")
     assert Subscription.objects.get(pk=sub["id"]).failing_since is None
+
+
+def test_a_tenant_at_its_limit_gets_a_409_naming_it(api, charlie, client_for, settings):
+    settings.ASIRI_MAX_SUBSCRIPTIONS_PER_TENANT = 3
+    ids = [create(api).json()["id"] for _ in range(3)]
+    refused = create(api)
+    assert refused.status_code == 409
+    assert refused.json() == {"detail": "This tenant may have at most 3 subscriptions: delete one to create another."}
+    assert Subscription.objects.count() == 3
+    assert create(client_for(charlie)).status_code == 201  # the limit is per tenant
+    api.delete(f"{URL}/{ids[0]}")  # deleted ones do not count
+    assert create(api).status_code == 201
+    assert create(api).status_code == 409
+
+
+def test_a_tenants_own_limit_overrides_the_default(api, alice, settings):
+    settings.ASIRI_MAX_SUBSCRIPTIONS_PER_TENANT = 1
+    alice.max_subscriptions = 2
+    alice.save()
+    assert [create(api).status_code for _ in range(3)] == [201, 201, 409]
+    assert "at most 2 subscriptions" in create(api).json()["detail"]
+    alice.max_subscriptions = 0  # support can stop a tenant adding any
+    alice.save()
+    api.delete(f"{URL}/{Subscription.objects.first().id}")
+    assert create(api).status_code == 409
