@@ -10,7 +10,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 
-from asiri.admin_tools.paginators import BoundedCountPaginator
+from core.paginators import BoundedCountPaginator
 from deliveries.admin import STATUS_COLOURS, badge
 from deliveries.models import Delivery
 from deliveries.services import delivery_send_test

@@ -403,7 +403,7 @@ def fill_log(subscription_id: str, tenant_id: int, rows: int) -> None:
 def scenario_api_latency(stack: Stack, tenant, api_key: str, rows: int, samples: int = 200) -> dict:
     import requests
 
-    from asiri.api import KeysetPagination
+    from core.api import KeysetPagination
     from deliveries.models import Delivery
     from webhooks.services import subscription_create
 

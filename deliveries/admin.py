@@ -12,7 +12,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
-from asiri.admin_tools.paginators import BoundedCountPaginator
+from core.paginators import BoundedCountPaginator
 from deliveries.models import Attempt, Delivery, DeliveryStatus, Event
 from deliveries.services import delivery_redeliver_many
 

@@ -309,7 +309,10 @@ def record_outcomes(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStat
         for outcome in outcomes:
             _add(stats, _write_alone(outcome))
     # Counted once the outcomes are committed, so metrics never run ahead of the database.
-    count_outcomes([result for _, result in outcomes], stats)
+    count_outcomes(
+        [result for _, result in outcomes],
+        {"succeeded": stats.succeeded, "retrying": stats.retrying, "failed": stats.failed},
+    )
     return stats
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
 
 from django.db import DatabaseError
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
@@ -27,9 +26,6 @@ from prometheus_client.registry import Collector
 from core.clock import database_now
 from deliveries.http import FAILURES, HttpResult
 from deliveries.models import Delivery, Pulse
-
-if TYPE_CHECKING:
-    from deliveries.engine import PumpStats  # the engine imports this module
 
 logger = logging.getLogger(__name__)
 
@@ -71,14 +67,14 @@ def response_class(result: HttpResult) -> str:
     return "other_error"
 
 
-def count_outcomes(results: Iterable[HttpResult], stats: PumpStats) -> None:
-    """Called by the engine once a batch of outcomes is written."""
+def count_outcomes(results: Iterable[HttpResult], outcomes: dict[str, int]) -> None:
+    """Called by the engine once a batch of outcomes is written: `outcomes` counts deliveries by OUTCOMES."""
     for result in results:
         ATTEMPTS.labels(response_class=response_class(result)).inc()
         ATTEMPT_DURATION.observe(result.duration_ms / 1000)
-    for outcome, count in (("succeeded", stats.succeeded), ("retrying", stats.retrying), ("failed", stats.failed)):
-        if count:
-            DELIVERIES.labels(outcome=outcome).inc(count)
+    for outcome in OUTCOMES:
+        if outcomes.get(outcome):
+            DELIVERIES.labels(outcome=outcome).inc(outcomes[outcome])
 
 
 def count_dispatcher_run() -> None:

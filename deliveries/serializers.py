@@ -2,8 +2,8 @@ from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.plumbing import ResolvedComponent
 from rest_framework import serializers
 
-from asiri.api import MAX_JSON_DEPTH, TOO_DEEP, StrictCharField
-from asiri.openapi import NO_NUL
+from core.api import MAX_JSON_DEPTH, TOO_DEEP, StrictCharField
+from core.openapi import NO_NUL
 from deliveries.models import Attempt, Delivery
 from webhooks.events import EVENT_NAME_RE, FullMatchValidator
 

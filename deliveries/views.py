@@ -9,14 +9,14 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from asiri.api import KeysetPagination
-from asiri.openapi import NO_NUL, LinkedAutoSchema, error_responses
+from core.api import KeysetPagination
+from core.openapi import NO_NUL, LinkedAutoSchema, error_responses
 from deliveries.filters import DeliveryFilter
 from deliveries.models import Attempt, Delivery, DeliveryStatus
 from deliveries.serializers import DeliverySerializer, EventPublishedSerializer, EventPublishSerializer
 from deliveries.services import DeliveryConflict, delivery_redeliver, delivery_send_test, event_publish
+from tenants.tenancy import TenantScopedViewSetMixin, is_well_formed_id
 from webhooks.models import Subscription
-from webhooks.tenancy import TenantScopedViewSetMixin, is_well_formed_id
 
 SUBSCRIPTION_ID = OpenApiParameter(
     "subscription_id", str, OpenApiParameter.PATH, description="A subscription id (`sub_…`)."

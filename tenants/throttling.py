@@ -16,8 +16,8 @@ import redis
 from django.conf import settings
 from rest_framework.throttling import BaseThrottle
 
-from asiri.env import parse_rate
 from core import redis as shared_redis
+from core.env import parse_rate
 
 _SCRIPT = """
 local tokens = tonumber(redis.call('HGET', KEYS[1], 't') or ARGV[1])

@@ -159,7 +159,7 @@ def test_a_body_over_djangos_upload_limit_is_a_json_413(key, settings):
     body = json.dumps({"url": "https://hooks.example.com/" + "a" * settings.DATA_UPLOAD_MAX_MEMORY_SIZE})
     response = client.post("/v1/webhooks/subscriptions", body, content_type="application/json")
     assert response.status_code == 413
-    assert response.json() == {"detail": "Request body is too large."}
+    assert response.json() == {"detail": f"Request body is larger than {settings.ASIRI_MAX_REQUEST_BYTES} bytes."}
     assert not Subscription.objects.exists()
 
 

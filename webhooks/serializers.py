@@ -5,8 +5,8 @@ from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from asiri.api import StrictBooleanField, StrictCharField, StrictIntegerField
-from asiri.openapi import NO_NUL
+from core.api import StrictBooleanField, StrictCharField, StrictIntegerField
+from core.openapi import NO_NUL
 from webhooks.events import EVENT_PATTERN_REGEX, FullMatchValidator
 from webhooks.models import Subscription
 from webhooks.validators import MAX_URL_LENGTH, validate_webhook_url, webhook_url_pattern
@@ -35,7 +35,7 @@ class WebhookUrlFieldSchema(OpenApiSerializerFieldExtension):
     """The URL grammar the API enforces, which depends on whether http:// is allowed here."""
 
     target_class = WebhookUrlField
-    priority = 1  # before asiri.openapi.NoNulStringField, which matches it too
+    priority = 1  # before core.openapi.NoNulStringField, which matches it too
 
     def map_serializer_field(self, auto_schema, direction) -> dict:
         schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)

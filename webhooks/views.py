@@ -5,8 +5,9 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from asiri.api import SubscriptionPagination
-from asiri.openapi import LinkedAutoSchema, error_responses
+from core.api import SubscriptionPagination
+from core.openapi import LinkedAutoSchema, error_responses
+from tenants.tenancy import TenantScopedViewSetMixin
 from webhooks.models import Subscription
 from webhooks.serializers import SubscriptionCreatedSerializer, SubscriptionSerializer, SubscriptionWriteSerializer
 from webhooks.services import (
@@ -16,7 +17,6 @@ from webhooks.services import (
     subscription_rotate_secret,
     subscription_update,
 )
-from webhooks.tenancy import TenantScopedViewSetMixin
 
 SUBSCRIPTION_ID = OpenApiParameter("id", str, OpenApiParameter.PATH, description="A subscription id (`sub_…`).")
 

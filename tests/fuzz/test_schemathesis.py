@@ -25,7 +25,7 @@ from django.db import close_old_connections
 from hypothesis import HealthCheck, reject, settings
 from schemathesis.core.parameters import ParameterLocation
 
-from asiri.api import KeysetPagination
+from core.api import KeysetPagination
 from deliveries.models import Delivery
 from webhooks.addresses import UNDELIVERABLE
 from webhooks.validators import validate_webhook_url

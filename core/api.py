@@ -129,7 +129,7 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     return response
 
 
-_CURSOR_SALT = "asiri.api.cursor"
+_CURSOR_SALT = "asiri.api.cursor"  # unchanged since it lived in asiri/api.py: issued cursors stay valid
 
 
 class KeysetPagination(BasePagination):

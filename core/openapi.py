@@ -61,7 +61,7 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
 class NoNulStringField(OpenApiSerializerFieldExtension):
     """Every string field of a request states that NUL is refused, unless its pattern already does."""
 
-    target_class = "asiri.api.StrictCharField"
+    target_class = "core.api.StrictCharField"
     match_subclasses = True
 
     def map_serializer_field(self, auto_schema, direction) -> dict:
