@@ -501,7 +501,7 @@ def scenario_bounded_claim(
     statements.start()
     load = [Path("/proc/loadavg").read_text().split()[0]]
     free_subscriptions = []
-    alone, beside, limited_times, limited_spans = [], [], [], []
+    alone, beside, limited_times, limited_spans, during_drain = [], [], [], [], []
     try:
         fill_due(tenant.id, limited.id, "bench.bounded", limited_count)
         with connection.cursor() as cursor:
@@ -527,6 +527,7 @@ def scenario_bounded_claim(
                 times = receiver_stats(stack, since=started, times=True)["times"]
                 sent = [t for delivery_id, t in times.items() if delivery_id.startswith(BOUNDED_PREFIX)]
                 limited_times += sent
+                during_drain.append(busiest_second([t for t in sent if t <= finished]))
                 limited_spans.append((len(sent), time.time() - 1 - started))
             assert not set(free_ids) - set(receiver_stats(stack, since=started, times=True)["times"])
     finally:
@@ -564,6 +565,7 @@ def scenario_bounded_claim(
         "limited_per_s": sum(n for n, _ in limited_spans) / sum(s for _, s in limited_spans),
         "limited_sent": len(limited_times),
         "limited_busiest_second": busiest_second(limited_times),
+        "limited_busiest_during_drain": max(during_drain),
         "load": load,
         "threshold_ms": threshold_ms,
         "statements_logged": len(logged),
@@ -791,7 +793,8 @@ def main() -> None:
             say(f"   ratio beside / alone (medians): {r['ratio']:.2f}   (1-min load {' → '.join(r['load'])})")
             say(
                 f"   limited: {r['limited_per_s']:.1f} deliveries/s (limit {r['rate_limit']}), "
-                f"{r['limited_sent']} sent, at most {r['limited_busiest_second']} in any one second"
+                f"{r['limited_sent']} sent, at most {r['limited_busiest_second']} in any one second "
+                f"({r['limited_busiest_during_drain']} while the unlimited one drained)"
             )
             say(
                 f"   statements of the workers (server log, >= {r['threshold_ms']} ms): {r['statements_logged']}; "
