@@ -11,7 +11,11 @@ Prints, in one run, each scenario beside a baseline measured in the same run:
   3. fan-out: one event to 1,000 subscriptions, the API call and until all are received;
   4. POST /v1/events and GET …/deliveries latency with a large delivery table (page 1 vs 1,000);
   5. rate limit: 1b's backlog beside 500 deliveries to a subscription limited to 100/s: the
-     limited rate held, and the unlimited drain beside 1b's drain alone.
+     limited rate held, and the unlimited drain beside 1b's drain alone;
+  6. bounded claim (`--only boundedclaim`): 5,000 deliveries to an unlimited subscription, alone
+     and beside 100,000 due to one limited to 10/s, in alternating rounds: the unlimited drain
+     (medians), the limited rate held, and every statement of the workers over 100 ms, timed by
+     PostgreSQL's own log.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import asyncio
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -317,6 +322,259 @@ def scenario_rate_limit(stack: Stack, tenant, count: int, limited_count: int = 5
     }
 
 
+BOUNDED_PREFIX = "dlv_bound"
+
+
+class StatementLog:
+    """The bench database's statements that ran `threshold_ms` or longer, from PostgreSQL's own log.
+
+    `log_min_duration_statement` is set on the database (for sessions that start afterwards), so the
+    server times every statement of the workers and beat exactly, from outside them; the bench's own
+    session opts out. The log is read through the server (`pg_read_file`, as superuser), from the
+    offset it had when the scenario began. Needs the server to log to a file the bench can name (the
+    Debian default, /var/log/postgresql/postgresql-<major>-main.log).
+    """
+
+    LINE = re.compile(
+        r"^\S+ \S+ \S+ \[(\d+)\] \S*@(\S+) LOG:  duration: ([\d.]+) ms  (?:statement|execute [^:]*): (.*)$"
+    )
+
+    def __init__(self, path: str, threshold_ms: int) -> None:
+        self.path, self.threshold_ms, self.offset = path, threshold_ms, 0
+
+    def start(self, timeout: float = 60) -> None:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("SET log_min_duration_statement = -1")
+            cursor.execute(f"ALTER DATABASE {DB_NAME} SET log_min_duration_statement = {int(self.threshold_ms)}")
+            cursor.execute("SELECT now(), (pg_stat_file(%s)).size", [self.path])
+            altered, self.offset = cursor.fetchone()
+            # Sessions opened before the ALTER do not log: wait until the workers' have all closed
+            # (each task closes its connection, and nothing is due now).
+            deadline = time.monotonic() + timeout
+            while True:
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND backend_start < %s "
+                    "AND pid <> pg_backend_pid()",
+                    [DB_NAME, altered],
+                )
+                if cursor.fetchone()[0] == 0:
+                    return
+                if time.monotonic() > deadline:
+                    raise SystemExit("sessions opened before log_min_duration_statement was set are still open")
+                time.sleep(0.2)
+
+    def stop(self) -> list[tuple[float, str]]:
+        """(milliseconds, text) of every statement logged since start(), by the database's other sessions."""
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute(f"ALTER DATABASE {DB_NAME} RESET log_min_duration_statement")
+            cursor.execute("SELECT pg_read_file(%s, %s, (pg_stat_file(%s)).size - %s)", [self.path, self.offset] * 2)
+            text = cursor.fetchone()[0]
+        statements: list[list] = []
+        for line in text.splitlines():
+            match = self.LINE.match(line)
+            if match and match[2] == DB_NAME:
+                statements.append([float(match[3]), match[4]])
+            elif line.startswith("\t") and statements and not self.LINE.match(line):
+                statements[-1][1] += " " + line.strip()
+            elif match:
+                statements.append(None)  # another database's: continuation lines are not ours
+        return [(ms, " ".join(sql.split())) for ms, sql in filter(None, statements)]
+
+
+def statement_shape(sql: str) -> str:
+    """A statement's text with its literals taken out: one shape per query, whatever its values."""
+    sql = re.sub(r"'(?:[^']|'')*'", "?", sql)
+    sql = re.sub(r"\b\d+(?:\.\d+)?\b", "?", sql)
+    return re.sub(r"\?(?:, \?)*", "…", sql)
+
+
+def fill_due(tenant_id: int, subscription_id: str, event_type: str, rows: int) -> None:
+    """`rows` deliveries to one subscription straight in SQL, parked (due tomorrow); created_at
+    10 ms apart, older than anything else, which park_due(…, due=True) makes their due time."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO deliveries_event (id, tenant_id, type, data, created_at) "
+            "VALUES ('evt_bound', %s, %s, '{\"blob\": \"bounded\"}', now())",
+            [tenant_id, event_type],
+        )
+        cursor.execute(
+            """
+            INSERT INTO deliveries_delivery (id, tenant_id, event_id, subscription_id, event_type, status, is_test,
+                attempt_count, created_at, next_attempt_at, series_start, failure_reason)
+            SELECT %s || lpad(g::text, 8, '0'), %s, 'evt_bound', %s, %s, 'pending', false, 0,
+                now() - interval '1 hour' + g * interval '10 milliseconds', now() + interval '1 day', 0, ''
+            FROM generate_series(1, %s) AS g
+            """,
+            [BOUNDED_PREFIX, tenant_id, subscription_id, event_type, rows],
+        )
+
+
+def park_due(subscription_id: str, *, due: bool, batch: int = 5000, passes: int = 200) -> None:
+    """Make a subscription's unfinished deliveries due (each since its created_at) or not due, then
+    settle the table, so the rewritten rows leave no work for autovacuum during the timing.
+
+    Rows a worker has leased are left to it, and the rest are taken in batches that skip any a
+    worker holds: the bench never waits for a worker's lock nor makes one wait long for its own.
+    Parking goes twice, for the rows a claim gave back (with send times) while the first went.
+    """
+    from django.conf import settings
+    from django.db import connection
+
+    from deliveries.engine import SCHEDULE_HORIZON
+
+    if due:
+        new, which = "created_at", "next_attempt_at > now() + interval '12 hours'"
+    else:
+        # Due, or given a send time by a claim (at most the horizon ahead); a lease ends later.
+        assert settings.ASIRI_DELIVERY_LEASE > SCHEDULE_HORIZON + 10
+        new, which = "now() + interval '1 day'", f"next_attempt_at < now() + interval '{SCHEDULE_HORIZON + 5} s'"
+    with connection.cursor() as cursor:
+        for sweep in range(1 if due else 2):
+            if sweep:
+                time.sleep(1)
+            for _ in range(passes):
+                cursor.execute(
+                    f"UPDATE deliveries_delivery SET next_attempt_at = {new} WHERE id IN (SELECT id FROM "
+                    f"deliveries_delivery WHERE subscription_id = %s AND status IN ('pending', 'retrying') "
+                    f"AND {which} LIMIT %s FOR UPDATE SKIP LOCKED)",
+                    [subscription_id, batch],
+                )
+                if cursor.rowcount == 0:
+                    break
+        cursor.execute("VACUUM (ANALYZE) deliveries_delivery")
+
+
+def debian_server_log() -> str:
+    import psycopg
+
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres") as conn:
+        major = int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000
+    return f"/var/log/postgresql/postgresql-{major}-main.log"
+
+
+def busiest_second(times: list[float]) -> int:
+    ordered, most, first = sorted(times), 0, 0
+    for last, t in enumerate(ordered):
+        while t - ordered[first] >= 1.0:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
+def scenario_bounded_claim(
+    stack: Stack,
+    tenant,
+    *,
+    limited_count: int = 100_000,
+    free_count: int = 5000,
+    rate: int = 10,
+    rounds: int = 3,
+    tail: float = 10.0,
+    pg_log: str,
+    threshold_ms: int = 10,
+) -> dict:
+    """A large backlog to a rate-limited subscription must not slow anyone else's claims.
+
+    Rounds alternate: 5,000 deliveries to an unlimited subscription alone (the 100,000 parked, not
+    due), then the same beside the 100,000 made due. A beside round runs `tail` seconds past the
+    unlimited drain, while only the limited one has work. Every statement of the workers and beat
+    over `threshold_ms` is read from the server log.
+    """
+    from django.db import connection
+
+    from webhooks.models import Subscription
+    from webhooks.services import subscription_create
+
+    limited = subscription_create(
+        tenant=tenant,
+        url=f"http://127.0.0.1:{stack.fast_port}/bounded-limited",
+        events=["bench.bounded"],
+        rate_limit=rate,
+    )
+    statements = StatementLog(pg_log, threshold_ms)
+    statements.start()
+    load = [Path("/proc/loadavg").read_text().split()[0]]
+    free_subscriptions = []
+    alone, beside, limited_times, limited_spans, during_drain = [], [], [], [], []
+    try:
+        fill_due(tenant.id, limited.id, "bench.bounded", limited_count)
+        with connection.cursor() as cursor:
+            cursor.execute("VACUUM (ANALYZE) deliveries_delivery")
+        for n in range(rounds * 2):
+            with_backlog = n % 2 == 1
+            free = subscription_create(
+                tenant=tenant, url=f"http://127.0.0.1:{stack.fast_port}/bounded-free{n}", events=[f"bench.free{n}"]
+            )
+            free_subscriptions.append(free)
+            free_ids = queue_backlog(tenant, free, free_count)
+            if with_backlog:
+                park_due(limited.id, due=True)
+            before = receiver_stats(stack)["unique"]
+            started = time.time()
+            release_backlog(free)
+            finished = wait_for_unique(stack, before + free_count, timeout=600)
+            (beside if with_backlog else alone).append(free_count / (finished - started))
+            if with_backlog:
+                time.sleep(tail)
+                park_due(limited.id, due=False)
+                time.sleep(1)  # what was in flight arrives
+                times = receiver_stats(stack, since=started, times=True)["times"]
+                sent = [t for delivery_id, t in times.items() if delivery_id.startswith(BOUNDED_PREFIX)]
+                limited_times += sent
+                during_drain.append(busiest_second([t for t in sent if t <= finished]))
+                limited_spans.append((len(sent), time.time() - 1 - started))
+            assert not set(free_ids) - set(receiver_stats(stack, since=started, times=True)["times"])
+    finally:
+        load.append(Path("/proc/loadavg").read_text().split()[0])
+        logged = statements.stop()
+        # Leave the table as it was: the limited subscription, its backlog and the free rounds go.
+        park_due(limited.id, due=False)
+        time.sleep(1)
+        ids = [limited.id, *(s.id for s in free_subscriptions)]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "DELETE FROM deliveries_attempt WHERE delivery_id IN "
+                "(SELECT id FROM deliveries_delivery WHERE subscription_id = ANY(%s))",
+                [ids],
+            )
+            cursor.execute("DELETE FROM deliveries_delivery WHERE subscription_id = ANY(%s) RETURNING event_id", [ids])
+            cursor.execute("DELETE FROM deliveries_event WHERE id = ANY(%s)", [list({r[0] for r in cursor.fetchall()})])
+            cursor.execute("VACUUM (ANALYZE) deliveries_delivery")
+            cursor.execute("VACUUM (ANALYZE) deliveries_attempt")
+        Subscription.objects.filter(pk__in=ids).delete()
+    shapes: dict[str, dict] = {}
+    for ms, sql in logged:
+        shape = shapes.setdefault(statement_shape(sql), {"max_ms": 0.0, "count": 0, "over_100": 0, "text": sql})
+        shape["count"] += 1
+        shape["over_100"] += ms > 100
+        if ms > shape["max_ms"]:
+            shape["max_ms"], shape["text"] = ms, sql
+    return {
+        "limited": limited_count,
+        "rate_limit": rate,
+        "free": free_count,
+        "alone_per_s": alone,
+        "beside_per_s": beside,
+        "ratio": statistics.median(beside) / statistics.median(alone),
+        "limited_per_s": sum(n for n, _ in limited_spans) / sum(s for _, s in limited_spans),
+        "limited_sent": len(limited_times),
+        "limited_busiest_second": busiest_second(limited_times),
+        "limited_busiest_during_drain": max(during_drain),
+        "load": load,
+        "threshold_ms": threshold_ms,
+        "statements_logged": len(logged),
+        "longest_ms": max((ms for ms, _ in logged), default=0.0),
+        "over_100": [(ms, sql[:200]) for ms, sql in sorted(logged, reverse=True) if ms > 100],
+        "shapes": sorted(shapes.values(), key=lambda s: -s["max_ms"]),
+    }
+
+
 def scenario_slow(stack: Stack, tenant, count: int = 1000) -> dict:
     from deliveries.services import event_publish
     from webhooks.services import subscription_create
@@ -447,7 +705,11 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--log-rows", type=int, default=1_000_000)
     parser.add_argument("--publishers", type=int, default=4, help="threads publishing events in scenario 1")
-    scenarios = ["throughput", "drain", "slow", "fanout", "api", "ratelimit"]
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of each kind in scenario 6")
+    parser.add_argument(
+        "--pg-log", help="the server's log file, as the server names it (default: Debian's, for its version)"
+    )
+    scenarios = ["throughput", "drain", "slow", "fanout", "api", "ratelimit", "boundedclaim"]
     parser.add_argument("--only", choices=scenarios, nargs="*")
     args = parser.parse_args()
     wanted = set(args.only or scenarios)
@@ -517,6 +779,32 @@ def main() -> None:
                 ratio = r["free_per_s"] / report["drain"]["deliveries_per_s"]
                 line += f"  (ratio to 1b, the same backlog alone: {ratio:.2f})"
             say(line)
+        if "boundedclaim" in wanted:
+            say(
+                "\n6. Bounded claim: 5,000 deliveries to an unlimited subscription, alone and beside 100,000 due to "
+                "one limited to 10/s"
+            )
+            r = report["boundedclaim"] = scenario_bounded_claim(
+                stack, tenant, rounds=args.rounds, pg_log=args.pg_log or debian_server_log()
+            )
+            for name, key in (("alone (baseline)", "alone_per_s"), ("beside the 100,000", "beside_per_s")):
+                rates = " / ".join(f"{rate:.0f}" for rate in r[key])
+                say(f"   unlimited, {name:19s} {rates} deliveries/s, median {statistics.median(r[key]):.0f}")
+            say(f"   ratio beside / alone (medians): {r['ratio']:.2f}   (1-min load {' → '.join(r['load'])})")
+            say(
+                f"   limited: {r['limited_per_s']:.1f} deliveries/s (limit {r['rate_limit']}), "
+                f"{r['limited_sent']} sent, at most {r['limited_busiest_second']} in any one second "
+                f"({r['limited_busiest_during_drain']} while the unlimited one drained)"
+            )
+            say(
+                f"   statements of the workers (server log, >= {r['threshold_ms']} ms): {r['statements_logged']}; "
+                f"longest {r['longest_ms']:.0f} ms; {len(r['over_100'])} over 100 ms"
+            )
+            for shape in r["shapes"][:8]:
+                say(
+                    f"     max {shape['max_ms']:7.1f} ms, {shape['count']:5d} logged, "
+                    f"{shape['over_100']:5d} over 100 ms: {shape['text'][:200]}"
+                )
     finally:
         stack.down()
         (ROOT / "bench" / "out").mkdir(exist_ok=True)
