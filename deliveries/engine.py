@@ -80,6 +80,8 @@ class Triage:
     exhausted: list[str] = field(default_factory=list)  # every attempt made, no outcome recorded
     rate_limits: dict[str, int] = field(default_factory=dict)
     taken: Counter = field(default_factory=Counter)
+    # Rate-limited subscriptions with more due than one second of their rate: they fill their window.
+    filled: set[str] = field(default_factory=set)
 
 
 def triage(rows: list[tuple], *, busy: Counter, share: int, limit: int) -> Triage:
@@ -100,6 +102,9 @@ def triage(rows: list[tuple], *, busy: Counter, share: int, limit: int) -> Triag
         elif deleted_at is not None or (not is_test and not active):
             # Paused, disabled or deleted since it was scheduled: it ends here, unsent.
             decided.stopped.setdefault(subscription_id, []).append(delivery_id)
+        elif rate_limit is not None and decided.taken[subscription_id] >= rate_limit:
+            # No window takes more than one second of its rate: picking more would only give them back.
+            decided.filled.add(subscription_id)
         elif len(decided.picked) < limit and busy[subscription_id] + decided.taken[subscription_id] < share:
             decided.picked.append((delivery_id, subscription_id))
             decided.taken[subscription_id] += 1
@@ -171,7 +176,7 @@ def claim_due(
             return _start_attempts(list(picked), now, lease_end)
         # Out of every other claim's sight while the endpoints' windows are asked about.
         Delivery.objects.filter(pk__in=list(picked)).update(next_attempt_at=lease_end)
-    chosen, held = _within_rate_limits(decided.picked, decided.rate_limits, decided.taken)
+    chosen, held = _within_rate_limits(decided.picked, decided.rate_limits, decided.taken, filled=decided.filled)
     for subscription_id, wait in held.items():
         throttled[subscription_id] = clock + wait
     with transaction.atomic():
@@ -220,13 +225,18 @@ def _end_unsendable(decided: Triage) -> None:
 
 
 def _within_rate_limits(
-    picked: list[tuple[str, str]], rate_limits: dict[str, int], taken: Counter
+    picked: list[tuple[str, str]], rate_limits: dict[str, int], taken: Counter, *, filled: set[str] = frozenset()
 ) -> tuple[list[str], dict[str, float]]:
     """The picked ids that fit their subscription's rate limit, oldest first, and for each
-    subscription that got fewer than it wanted, the seconds until its window has room."""
+    subscription that got fewer than it wanted, the seconds until its window has room.
+
+    A `filled` subscription granted all it asked (a whole second of its rate) has rows left and a
+    window that is full for exactly one second from now.
+    """
     answers = ratelimit.take_sends({sub: (limit, taken[sub]) for sub, limit in rate_limits.items()})
     allowed = {sub: granted for sub, (granted, _) in answers.items()}
     held = {sub: wait for sub, (granted, wait) in answers.items() if granted < taken[sub]}
+    held |= {sub: ratelimit.WINDOW_SECONDS for sub in filled & set(answers) if allowed[sub] == taken[sub]}
     kept = []
     for delivery_id, subscription_id in picked:
         if subscription_id in allowed:
