@@ -23,7 +23,7 @@ from deliveries.tasks import dispatch
 from tests.support.factories import add_deliveries
 from tests.support.processes import celery_worker, free_port, gunicorn, stop, wait_until
 from tests.support.receiver import Receiver, respond
-from tests.test_settings import start
+from tests.support.settings import start
 
 FAMILIES = {
     "asiri_deliveries": "counter",

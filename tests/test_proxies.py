@@ -11,7 +11,7 @@ from django.test import RequestFactory
 
 from asiri.logs import JsonFormatter
 from asiri.proxies import client_address
-from tests.test_settings import start
+from tests.support.settings import start
 
 PROXY = "10.0.0.2"
 

@@ -10,9 +10,7 @@ from urllib.parse import unquote
 
 import pytest
 from django.contrib.admin.utils import quote
-from django.contrib.auth.models import Group, User
 from django.db import connection
-from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -20,22 +18,6 @@ from deliveries.models import Delivery, DeliveryStatus
 from tenants.models import ApiKey
 from tests.support.factories import add_deliveries
 from webhooks.models import Subscription
-
-
-@pytest.fixture
-def superuser_client(db) -> Client:
-    client = Client()
-    client.force_login(User.objects.create_superuser("root", password="x"))
-    return client
-
-
-@pytest.fixture
-def support_client(db) -> Client:
-    user = User.objects.create_user("sam", password="x", is_staff=True)
-    user.groups.add(Group.objects.get(name="Support"))
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from django.db.models import F
 from deliveries.dashboard import dashboard_stats
 from deliveries.models import DeliveryStatus, Pulse
 from deliveries.services import deliveries_dispatch
-from tests.admin.test_admin import superuser_client, support_client  # noqa: F401 (fixtures)
 from tests.support.factories import add_deliveries
 
 
@@ -27,7 +26,7 @@ def test_the_stats_count_outcomes_rates_failures_and_backlog(alice, make_subscri
     assert stats["backlog"] == 2 and 290 <= stats["oldest_due_seconds"] <= 400
 
 
-def test_the_dashboard_draws_its_charts_and_links_to_failures(support_client, alice, make_subscription):  # noqa: F811
+def test_the_dashboard_draws_its_charts_and_links_to_failures(support_client, alice, make_subscription):
     bad = make_subscription(alice)
     add_deliveries(bad, 2, status=DeliveryStatus.FAILED)
     index = support_client.get("/admin/").content.decode()
@@ -42,7 +41,7 @@ def test_the_dashboard_is_for_staff_only(client, db):
     assert client.get("/admin/dashboard/").status_code == 302  # to the login page
 
 
-def test_the_dashboard_warns_when_the_dispatcher_has_been_silent(support_client, db):  # noqa: F811
+def test_the_dashboard_warns_when_the_dispatcher_has_been_silent(support_client, db):
     never = support_client.get("/admin/dashboard/").content.decode()
     assert 'id="dispatcher-warning"' in never and "never run" in never
     deliveries_dispatch()
