@@ -14,9 +14,9 @@ from django.utils import timezone
 
 from core.clock import database_now
 from deliveries import wakeups
-from deliveries.engine import stop_pending, stop_reason
 from deliveries.metrics import count_dispatcher_run
 from deliveries.models import TEST_EVENT_TYPE, Attempt, Delivery, DeliveryStatus, Event, Pulse
+from deliveries.outcomes import stop_pending
 from tenants.models import Tenant
 from webhooks.models import Subscription
 
@@ -163,7 +163,7 @@ def deliveries_dispatch() -> int:
         Q(active=False) | Q(deleted_at__isnull=False), updated_at__gte=now - timedelta(hours=1)
     )
     for subscription in recently_stopped.only("id", "active", "deleted_at", "disabled_reason"):
-        stop_pending([subscription.id], f"Stopped: {stop_reason(subscription)}")
+        stop_pending([subscription.id], f"Stopped: {subscription.stop_reason}")
     capacity = settings.ASIRI_SEND_CONCURRENCY
     due = Delivery.objects.due(now).values("pk")[: capacity * MAX_WAKEUPS_PER_DISPATCH].count()
     for _ in range(math.ceil(due / capacity)):

@@ -75,6 +75,13 @@ class Subscription(models.Model):
     def is_deleted(self) -> bool:
         return self.deleted_at is not None
 
+    @property
+    def stop_reason(self) -> str:
+        """Why deliveries to this subscription end unsent, once it is deleted or disabled."""
+        if self.is_deleted:
+            return "the subscription was deleted."
+        return f"the subscription is disabled ({self.disabled_reason or 'paused by the tenant'})."
+
     def wants(self, event_type: str) -> bool:
         return any(pattern_matches(pattern, event_type) for pattern in self.events)
 

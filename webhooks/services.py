@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from tenants.models import Tenant
 from webhooks.events import normalise_patterns
@@ -76,3 +77,33 @@ def subscription_delete(*, subscription: Subscription) -> None:
     """Soft delete: the tenant sees a 404 from now on, support staff still see the history."""
     with transaction.atomic():
         subscription.soft_delete()
+
+
+def subscriptions_record_health(
+    now: datetime, *, healthy: set[str], failing: set[str], gone: set[str]
+) -> dict[str, list[str]]:
+    """The lifecycle policy: a success ends a failing streak; 410 Gone, or ASIRI_DISABLE_AFTER_HOURS of
+    nothing but failures, disables. Returns the reasons of the subscriptions it disabled, with their ids."""
+    disabled: dict[str, list[str]] = {}
+    if healthy:
+        Subscription.objects.filter(pk__in=healthy, failing_since__isnull=False).update(failing_since=None)
+    if failing:
+        Subscription.objects.filter(pk__in=failing, failing_since__isnull=True).update(failing_since=now)
+        cutoff = now - timedelta(hours=settings.ASIRI_DISABLE_AFTER_HOURS)
+        worn_out = Subscription.objects.filter(pk__in=failing - gone, active=True, failing_since__lte=cutoff)
+        hours = f"{settings.ASIRI_DISABLE_AFTER_HOURS:g}"
+        reason = f"Disabled automatically: no successful delivery for {hours} hours."
+        disabled[reason] = subscriptions_disable(list(worn_out.values_list("pk", flat=True)), reason)
+    if gone:
+        reason = f"Disabled automatically: the endpoint answered 410 Gone at {now.isoformat(timespec='seconds')}."
+        disabled[reason] = subscriptions_disable(list(gone), reason)
+    return {reason: ids for reason, ids in disabled.items() if ids}
+
+
+def subscriptions_disable(subscription_ids: list[str], reason: str) -> list[str]:
+    """Disable those still active, saying why; returns their ids."""
+    if not subscription_ids:
+        return []
+    active = list(Subscription.objects.filter(pk__in=subscription_ids, active=True).values_list("pk", flat=True))
+    Subscription.objects.filter(pk__in=active).update(active=False, disabled_reason=reason, updated_at=timezone.now())
+    return active

@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 
 import pytest
-from django.db import connection
+from django.db import DatabaseError, connection
 
-from deliveries import engine, http
+from deliveries import engine, http, outcomes
 from deliveries.models import Attempt, Delivery, DeliveryStatus
 from deliveries.services import event_publish
 
@@ -79,14 +79,14 @@ def test_a_failing_batch_write_falls_back_to_one_row_at_a_time(
     make_subscription(alice, events=["fine"])
     publish_to("fine", count=5)
     claimed = engine.claim_due(limit=10)
-    real_finish = engine._finish_attempts
+    real_finish = outcomes._finish_attempts
 
     def finish(attempts):
         if len(attempts) > 1:
-            raise engine.DatabaseError("the batch statement failed")
+            raise DatabaseError("the batch statement failed")
         real_finish(attempts)
 
-    monkeypatch.setattr(engine, "_finish_attempts", finish)
+    monkeypatch.setattr(outcomes, "_finish_attempts", finish)
     stats = engine.record_outcomes([(item, http.HttpResult(200, 3)) for item in claimed])
     assert (stats.sent, stats.succeeded) == (5, 5)
     assert Delivery.objects.filter(status=DeliveryStatus.SUCCEEDED).count() == 5
