@@ -426,7 +426,7 @@ def park_due(subscription_id: str, *, due: bool, batch: int = 5000, passes: int 
     from django.conf import settings
     from django.db import connection
 
-    from deliveries.engine import SCHEDULE_HORIZON
+    from deliveries.claims import SCHEDULE_HORIZON
 
     if due:
         new, which = "created_at", "next_attempt_at > now() + interval '12 hours'"
