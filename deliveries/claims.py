@@ -263,7 +263,7 @@ def _schedule_by_rate(
     due = Delivery.objects.due(now).filter(subscription_id=subscription_id)
     rows += (
         due.filter(is_test=True)
-        .order_by("next_attempt_at", "id")
+        .order_by("next_attempt_at")
         .select_for_update(skip_locked=True)
         .values_list("id", flat=True)[: max(0, SCHEDULE_BATCH - len(rows))]
     )
@@ -282,7 +282,7 @@ def _schedule_by_rate(
     if room > 0:
         backlog = (
             due.filter(is_test=False)
-            .order_by("next_attempt_at", "id")
+            .order_by("next_attempt_at")  # alone, so delivery_due_by_subscription serves it
             .select_for_update(skip_locked=True)
             .values_list("id", flat=True)[:room]
         )
