@@ -1,7 +1,13 @@
 import os
 
 from celery import Celery
-from celery.signals import task_prerun, worker_process_shutdown, worker_ready, worker_shutting_down
+from celery.signals import (
+    task_prerun,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutting_down,
+)
 
 from deliveries import shutdown
 
@@ -33,6 +39,11 @@ def _mark_metrics_process_dead(pid: int | None = None, **kwargs) -> None:
 def _begin_warm_shutdown(**kwargs) -> None:
     """The main process heard SIGTERM (or SIGINT): pumps in every pool process stop claiming now."""
     shutdown.request()
+
+
+@worker_process_init.connect
+def _idle_pool_processes_ignore_sigterm(**kwargs) -> None:
+    shutdown.ignore_until_busy()
 
 
 @task_prerun.connect

@@ -41,6 +41,12 @@ def _on_sigterm(signum: int, frame: object) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def ignore_until_busy() -> None:
+    """In a new pool process: an idle one has nothing to drain, and its main process ends it once it stops;
+    ignoring SIGTERM keeps billiard from ending it early, with an error logged, on a group's SIGTERM."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def install_pool_process_handler() -> None:
     """In a pool process: SIGTERM starts the warm shutdown instead of killing the process mid-send."""
     if requested() or signal.getsignal(signal.SIGTERM) is _on_sigterm:
