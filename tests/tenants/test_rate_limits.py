@@ -102,3 +102,12 @@ def _up(url: str) -> bool:
         return requests.get(url, timeout=2).status_code == 200
     except requests.RequestException:
         return False
+
+
+def test_without_redis_each_process_limits_keys_on_its_own_and_warns_once(api, settings, caplog):
+    settings.ASIRI_RATE_LIMIT = "3/min"
+    settings.ASIRI_RATE_LIMIT_REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    codes = [api.get("/v1/webhooks/subscriptions").status_code for _ in range(5)]
+    assert codes == [200, 200, 200, 429, 429]  # still limited: by this process's own bucket
+    warnings = [r for r in caplog.records if "Redis is unavailable" in r.getMessage()]
+    assert len(warnings) == 1 and "API rate limits" in warnings[0].getMessage()
