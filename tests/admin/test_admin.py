@@ -90,6 +90,7 @@ def test_support_finds_a_delivery_by_event_id_and_reads_why_it_failed(support_cl
     assert story["delivery"].id in listing
     detail = support_client.get(f"/admin/deliveries/delivery/{quote(story['delivery'].id)}/change/").content.decode()
     assert "HTTP 503" in detail and "upstream unavailable" in detail
+    assert "retry-after: 120" in detail  # the response headers each attempt kept
     assert "&quot;invoice&quot;: &quot;in_42&quot;" in detail  # the payload, formatted
 
 
