@@ -77,3 +77,27 @@ def test_a_delivery_shows_what_a_real_endpoint_answered_each_attempt(api, empty_
     }
     (listed,) = api.get(f"/v1/webhooks/subscriptions/{created['id']}/deliveries").json()["results"]
     assert set(listed["attempts"][0]) == {"number", "started_at", "response_status_code", "duration_ms", "error"}
+
+
+def test_a_subscriptions_own_headers_reach_a_real_receiver_on_every_send(
+    api, client_for, alice, empty_broker, settings
+):
+    settings.ASIRI_ALLOW_PRIVATE_URLS = True
+    settings.ASIRI_REQUIRE_HTTPS = False
+    custom = {"Authorization": "Bearer sk_receiver_only", "X-Tenant": "acme"}
+    with Receiver() as receiver, celery_worker(ASIRI_ALLOW_PRIVATE_URLS="1", ASIRI_REQUIRE_HTTPS="0"):
+        created = api.post(
+            "/v1/webhooks/subscriptions", {"url": receiver.url(), "headers": custom}, format="json"
+        ).json()
+        api.post(f"/v1/webhooks/subscriptions/{created['id']}/test")
+        client_for(alice, ["events:write"]).post("/v1/events", {"type": "invoice.paid", "data": {}}, format="json")
+        requests = receiver.wait_for(2, timeout=20)
+    assert len(requests) == 2
+    for request in requests:
+        assert request.headers["authorization"] == "Bearer sk_receiver_only"
+        assert request.headers["x-tenant"] == "acme"
+        Webhook(created["secret"]).verify(request.body, request.headers)  # still signed as ever
+    assert sorted(Webhook(created["secret"]).verify(r.body, r.headers)["type"] for r in requests) == [
+        "invoice.paid",
+        "webhook.test",
+    ]
