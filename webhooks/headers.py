@@ -35,7 +35,7 @@ SECRET_PARTS = ("key", "token", "secret", "password", "auth")
 
 
 def _any_case(word: str) -> str:
-    # The reserved words are letters and "-", which needs no escape (and "\\-" is an error in ECMA-262's u mode).
+    # The reserved words are letters and "-", which needs no escape (and "\-" is an error in ECMA-262's u mode).
     return "".join(f"[{c.upper()}{c}]" if c.isalpha() else c for c in word)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.test_headers import REFUSED
+from tests.support.headers import REFUSED_NAMES
 from webhooks.models import Subscription
 
 URL = "/v1/webhooks/subscriptions"
@@ -59,7 +59,7 @@ def test_null_for_a_write_only_header_with_nothing_stored_is_a_400_naming_it(api
     assert Subscription.objects.get(pk=sub_id).headers == {"Authorization": SECRET}  # unchanged
 
 
-@pytest.mark.parametrize("name", [n for n in REFUSED if n])
+@pytest.mark.parametrize("name", [n for n in REFUSED_NAMES if n])
 def test_each_reserved_or_malformed_name_is_a_400_naming_it(api, name):
     response = create(api, {name: "v"})
     assert response.status_code == 400, response.content
