@@ -14,6 +14,7 @@ from core.paginators import BoundedCountPaginator
 from deliveries.admin import STATUS_COLOURS, badge
 from deliveries.models import Delivery
 from deliveries.services import delivery_send_test
+from webhooks.headers import shown
 from webhooks.models import Subscription
 from webhooks.services import subscription_rotate_secret, subscription_update
 
@@ -78,6 +79,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
         "events",
         "description",
         "metadata",
+        "header_lines",
         "rate_limit",
         "state",
         "failure_streak",
@@ -101,6 +103,16 @@ class SubscriptionAdmin(admin.ModelAdmin):
         if subscription.disabled_reason:
             return format_html("{} {}", badge("disabled by the system", "#c62828"), subscription.disabled_reason)
         return badge("paused by the tenant", "#546e7a")
+
+    @admin.display(description="headers")
+    def header_lines(self, subscription: Subscription):
+        # Names always; a write-only value never, whoever is looking: it is likely a credential.
+        if not subscription.headers:
+            return "-"
+        return format_html(
+            "<pre style='white-space:pre-wrap;max-width:60em'>{}</pre>",
+            "\n".join(f"{name}: {value or '(write-only)'}" for name, value in shown(subscription.headers).items()),
+        )
 
     @admin.display(description="last delivery")
     def last_outcome(self, subscription: Subscription):

@@ -72,8 +72,25 @@ class AttemptInline(admin.TabularInline):
     model = Attempt
     extra = 0
     can_delete = False
-    fields = ("number", "started_at", "duration_ms", "response_status_code", "error", "response_excerpt")
+    fields = (
+        "number",
+        "started_at",
+        "duration_ms",
+        "response_status_code",
+        "error",
+        "response_header_lines",
+        "response_excerpt",
+    )
     readonly_fields = fields
+
+    @admin.display(description="response headers")
+    def response_header_lines(self, attempt: Attempt):
+        if not attempt.response_headers:
+            return "-"
+        return format_html(
+            "<pre style='white-space:pre-wrap;max-width:40em'>{}</pre>",
+            "\n".join(f"{name}: {value}" for name, value in attempt.response_headers.items()),
+        )
 
     @admin.display(description="response body (excerpt)")
     def response_excerpt(self, attempt: Attempt):

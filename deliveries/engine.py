@@ -39,14 +39,16 @@ IDLE_LINGER = 0.25  # a pump with nothing to do keeps looking this long before i
 def request_for(delivery: Delivery, now: datetime) -> tuple[bytes, dict[str, str]]:
     body = json.dumps(delivery.event.payload(), separators=(",", ":"), ensure_ascii=False).encode()
     timestamp = int(now.timestamp())
-    headers = {
+    own = {
         "content-type": "application/json",
         "user-agent": settings.ASIRI_USER_AGENT,
         "webhook-id": delivery.id,
         "webhook-timestamp": str(timestamp),
         "webhook-signature": signature_header(delivery.subscription.signing_secrets(now), delivery.id, timestamp, body),
     }
-    return body, headers
+    # The subscription's own headers go under the service's, which always win (names ignore case).
+    custom = {name: value for name, value in delivery.subscription.headers.items() if name.lower() not in own}
+    return body, {**custom, **own}
 
 
 def pump(*, budget_seconds: float | None = None) -> PumpStats:

@@ -26,7 +26,7 @@ import socket
 import ssl
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
@@ -49,6 +49,18 @@ from webhooks.addresses import (
 
 MAX_BODY_BYTES = 20_000
 MAX_LOCATION_CHARS = 500
+# The response headers an attempt keeps, for whoever reads the log: what the answer was, when to come
+# back, where it pointed, and how to find the request in the endpoint's own logs. Never cookies or
+# anything else that could carry a credential; each value at most MAX_HEADER_CHARS.
+KEPT_RESPONSE_HEADERS = (
+    "content-type",
+    "content-length",
+    "location",
+    "retry-after",
+    "www-authenticate",
+    "x-request-id",
+)
+MAX_HEADER_CHARS = 500
 REFUSED = f"Refused: {UNDELIVERABLE}"
 FAILURES = ("timeout", "connection_error", "tls_error", "dns_error", "refused", "invalid_url", "other_error")
 
@@ -61,6 +73,7 @@ class HttpResult:
     error: str = ""
     location: str = ""
     retry_after: float | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # the KEPT_RESPONSE_HEADERS it had
     # Why no response came (one of FAILURES), so metrics can count kinds without parsing `error`.
     failure: str = ""
 
@@ -122,6 +135,22 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (moment - (now or datetime.now(UTC))).total_seconds())
 
 
+def _text(value: str) -> str:
+    """Storable text: aiohttp keeps bytes that are not UTF-8 as lone surrogates, and PostgreSQL refuses
+    those as it refuses NUL."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace").replace("\x00", "\ufffd")
+
+
+def kept_headers(headers) -> dict[str, str]:
+    """The KEPT_RESPONSE_HEADERS of a response, names lower-cased, repeats joined, values capped."""
+    kept = {}
+    for name in KEPT_RESPONSE_HEADERS:
+        values = headers.getall(name, [])
+        if values:
+            kept[name] = _text(", ".join(values))[:MAX_HEADER_CHARS]
+    return kept
+
+
 async def _read_excerpt(response: aiohttp.ClientResponse) -> bytes:
     chunks, size = [], 0
     while size < MAX_BODY_BYTES:
@@ -154,9 +183,10 @@ async def post_webhook(session: aiohttp.ClientSession, url: str, body: bytes, he
             return HttpResult(
                 response.status,
                 int((time.monotonic() - started) * 1000),
-                body=excerpt.decode("utf-8", errors="replace").replace("\x00", "\ufffd"),  # PostgreSQL text has no NUL
+                body=_text(excerpt.decode("utf-8", errors="replace")),
                 location=(response.headers.get("Location") or "")[:MAX_LOCATION_CHARS],
                 retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                headers=kept_headers(response.headers),
             )
     except BlockedAddress:
         return failed("refused", REFUSED)

@@ -158,6 +158,8 @@ class Attempt(models.Model):
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     response_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     response_body = models.TextField(blank=True, default="")
+    # deliveries.http.KEPT_RESPONSE_HEADERS, lower-cased names to capped values.
+    response_headers = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True, default="")
 
     class Meta:

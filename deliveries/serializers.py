@@ -15,6 +15,28 @@ class AttemptSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class AttemptDetailSerializer(AttemptSerializer):
+    """An attempt with what the endpoint answered: only one delivery at a time is read this way."""
+
+    response_headers = serializers.DictField(
+        child=serializers.CharField(),
+        read_only=True,
+        help_text=(
+            "A few of the response's headers, names lower-cased, each value at most 500 characters: "
+            "content-type, content-length, location, retry-after, www-authenticate, x-request-id."
+        ),
+    )
+
+    class Meta(AttemptSerializer.Meta):
+        fields = (*AttemptSerializer.Meta.fields, "response_body", "response_headers")
+        read_only_fields = fields
+        extra_kwargs = {
+            "response_body": {
+                "help_text": "The first 20,000 bytes of the response body, as UTF-8 (invalid bytes replaced)."
+            }
+        }
+
+
 class DeliverySerializer(serializers.ModelSerializer):
     """A delivery as the log shows it; `id` is the `webhook-id` header the receiver got."""
 
@@ -36,6 +58,12 @@ class DeliverySerializer(serializers.ModelSerializer):
             "next_attempt_at",
         )
         read_only_fields = fields
+
+
+class DeliveryDetailSerializer(DeliverySerializer):
+    """One delivery, each attempt with the response's body excerpt and headers."""
+
+    attempts = AttemptDetailSerializer(many=True, read_only=True)
 
 
 def _json_problem(value) -> str | None:

@@ -13,7 +13,12 @@ from core.api import KeysetPagination
 from core.openapi import NO_NUL, LinkedAutoSchema, error_responses
 from deliveries.filters import DeliveryFilter
 from deliveries.models import Attempt, Delivery, DeliveryStatus
-from deliveries.serializers import DeliverySerializer, EventPublishedSerializer, EventPublishSerializer
+from deliveries.serializers import (
+    DeliveryDetailSerializer,
+    DeliverySerializer,
+    EventPublishedSerializer,
+    EventPublishSerializer,
+)
 from deliveries.services import DeliveryConflict, delivery_redeliver, delivery_send_test, event_publish
 from tenants.tenancy import TenantScopedViewSetMixin, is_well_formed_id
 from webhooks.models import Subscription
@@ -72,9 +77,12 @@ class SubscriptionScopedMixin(TenantScopedViewSetMixin):
     retrieve=extend_schema(
         summary="Fetch a delivery",
         operation_id="getDelivery",
-        description="One delivery with all its attempts. Scope: `audit:read`.",
+        description=(
+            "One delivery with all its attempts, each with the response's body excerpt and a few of its "
+            "headers (the list leaves those out). Scope: `audit:read`."
+        ),
         parameters=[SUBSCRIPTION_ID, DELIVERY_ID],
-        responses={200: DeliverySerializer, **error_responses(401, 403, 404)},
+        responses={200: DeliveryDetailSerializer, **error_responses(401, 403, 404)},
     ),
     test=extend_schema(
         summary="Send a test event",
@@ -125,6 +133,9 @@ class SubscriptionDeliveryViewSet(
             .filter(subscription=self.get_subscription())
             .prefetch_related(Prefetch("attempts", queryset=Attempt.objects.order_by("number")))
         )
+
+    def get_serializer_class(self) -> type[DeliverySerializer]:
+        return DeliveryDetailSerializer if self.action == "retrieve" else DeliverySerializer
 
     @action(detail=False, methods=["post"])
     def test(self, request, *args, **kwargs) -> Response:

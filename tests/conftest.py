@@ -171,6 +171,7 @@ def make_failed_delivery(db) -> Callable[..., Delivery]:
                 response_status_code=code,
                 error=f"HTTP {code}",
                 response_body=body,
+                response_headers={"retry-after": "120", "content-type": "text/plain"},
             )
             for n in range(1, attempts + 1)
         )

@@ -56,6 +56,13 @@ def send_keys_every_way(port: int, key: str) -> list[int]:
     return statuses
 
 
+# A subscription's write-only header values are secrets like any other: sent, never logged.
+HEADER_SECRETS = ["Basic aGVhZGVyLXNlY3JldA==", "hdr-key-0123456789", "session=hdr-cookie-0123", "hdr-token-0123"]
+SECRET_HEADERS = {"Authorization": HEADER_SECRETS[0], "X-Api-Key": HEADER_SECRETS[1], "X-Tenant": "acme"}
+KEPT_HEADERS = {"Authorization": None, "X-Api-Key": None, "Cookie": HEADER_SECRETS[2]}
+REFUSED_HEADERS = {"X-Token": HEADER_SECRETS[3], "Host": "x"}  # a 400 must not echo the values either
+
+
 @pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
 def test_a_full_run_logs_no_secret(alice, client_for, make_key, settings, caplog, empty_broker):
@@ -69,21 +76,28 @@ def test_a_full_run_logs_no_secret(alice, client_for, make_key, settings, caplog
             celery_worker(ASIRI_ALLOW_PRIVATE_URLS="1", ASIRI_LOG_FORMAT="json") as worker,
             gunicorn(port, workers=1, ASIRI_LOG_FORMAT="json", ASIRI_LOG_LEVEL="DEBUG") as web,
         ):
-            created = api.post("/v1/webhooks/subscriptions", {"url": receiver.url()}, format="json").json()
+            created = api.post(
+                "/v1/webhooks/subscriptions", {"url": receiver.url(), "headers": SECRET_HEADERS}, format="json"
+            ).json()
+            api.patch(f"/v1/webhooks/subscriptions/{created['id']}", {"headers": KEPT_HEADERS}, format="json")
+            api.post("/v1/webhooks/subscriptions", {"url": receiver.url(), "headers": REFUSED_HEADERS}, format="json")
             rotated = api.post(f"/v1/webhooks/subscriptions/{created['id']}/rotate-secret").json()
             api.post(f"/v1/webhooks/subscriptions/{created['id']}/test")
             publisher.post("/v1/events", {"type": "invoice.paid", "data": {"n": 1}}, format="json")
             api.get("/v1/webhooks/subscriptions", HTTP_AUTHORIZATION="Bearer asiri_AAAAAAAAAAAA_" + "B" * 40)
             assert wait_until(lambda: Delivery.objects.filter(status="succeeded").count() == 2, timeout=20)
             statuses = send_keys_every_way(port, plain_keys[0])
+            metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
         worker_output, web_output = "".join(worker.lines), "".join(web.lines)
+    assert all(r.headers["x-api-key"] == SECRET_HEADERS["X-Api-Key"] for r in receiver.requests)  # sent, kept
     assert statuses == [401, 401, 401, 401, 404, 200, 400]
     service_records = [r for r in caplog.records if not r.name.startswith("urllib3")]  # the test's own client
-    logged = worker_output + web_output + "\n".join(JsonFormatter().format(r) for r in service_records)
+    logged = worker_output + web_output + metrics + "\n".join(JsonFormatter().format(r) for r in service_records)
     secrets = [created["secret"], rotated["secret"], *plain_keys, "asiri_AAAAAAAAAAAA_" + "B" * 40]
     secrets += [base64.b64encode(f"{plain_keys[0]}:".encode()).decode()]
     secrets += [k.digest for k in ApiKey.objects.all()]
     secrets += [s.split("_", 1)[1] for s in secrets if s.startswith("whsec_")]  # the base64 part alone
+    secrets += HEADER_SECRETS
     assert [s for s in secrets if s in logged] == []
     assert "Authorization" not in logged and "Bearer" not in logged
     # The ways in were logged, by gunicorn's access log and by Django, just without the key.

@@ -40,6 +40,8 @@ class Subscription(models.Model):
     description = models.TextField(blank=True, default="")
     active = models.BooleanField(default=True)
     metadata = models.JSONField(default=dict, blank=True)
+    # Sent with every attempt; values under secret-bearing names are write-only (webhooks.headers).
+    headers = models.JSONField(default=dict, blank=True)
     rate_limit = models.PositiveIntegerField(
         null=True, blank=True, help_text="At most this many deliveries per second; empty: as fast as workers go."
     )

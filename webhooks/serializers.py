@@ -7,6 +7,7 @@ from rest_framework import serializers
 
 from core.api import StrictBooleanField, StrictCharField, StrictIntegerField
 from core.openapi import NO_NUL
+from webhooks import headers as header_rules
 from webhooks.events import EVENT_PATTERN_REGEX, FullMatchValidator
 from webhooks.models import Subscription
 from webhooks.validators import MAX_URL_LENGTH, validate_webhook_url, webhook_url_pattern
@@ -78,6 +79,79 @@ class MetadataField(serializers.DictField):
         return super().to_internal_value(data)
 
 
+_HEADERS_DESCRIPTION = (
+    f"Headers every attempt carries, as name → value: at most {header_rules.MAX_HEADERS}, names RFC 9110 "
+    f"tokens up to {header_rules.MAX_NAME} characters, values up to {header_rules.MAX_VALUE} printable ASCII "
+    "characters. The service's own headers (`webhook-*`, `content-type`, `user-agent`) always win; `host`, "
+    "`content-length`, `content-encoding`, `transfer-encoding`, `connection`, `keep-alive`, `te`, `trailer`, "
+    "`upgrade`, `expect`, `proxy-*` and two names differing only in case are refused. Values under "
+    "`authorization`, `cookie` and any name containing `key`, `token`, `secret`, `password` or `auth` are "
+    "write-only: every response shows them as null."
+)
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "maxProperties": header_rules.MAX_HEADERS,
+        "propertyNames": {"maxLength": header_rules.MAX_NAME, "pattern": header_rules.NAME_PATTERN},
+        "additionalProperties": {
+            "type": "string",
+            "maxLength": header_rules.MAX_VALUE,
+            "pattern": header_rules.VALUE_PATTERN,
+        },
+        "description": (
+            f"{_HEADERS_DESCRIPTION} An update replaces the whole object; there, a write-only header given as "
+            "null keeps the value it has (null for one it does not have is refused)."
+        ),
+    }
+)
+class HeadersField(serializers.Field):
+    """Custom request headers as written: a name may map to null only to keep a write-only value
+    (webhooks.services checks there is one)."""
+
+    def to_internal_value(self, data) -> dict[str, str | None]:
+        if not isinstance(data, dict):
+            raise serializers.ValidationError("Must be a JSON object of header names to values.")
+        if len(data) > header_rules.MAX_HEADERS:
+            raise serializers.ValidationError(f"At most {header_rules.MAX_HEADERS} headers.")
+        problems, seen = [], {}
+        for name, value in data.items():
+            problem = header_rules.name_problem(name)
+            if problem is None and name.lower() in seen:
+                problem = f"Header {name!r} is given twice (as {seen[name.lower()]!r} too): names ignore case."
+            if problem is None and value is None:
+                if not header_rules.is_secret(name):
+                    problem = f"Header {name!r} needs a value: only a write-only header may be null (to keep it)."
+            elif problem is None and not isinstance(value, str):
+                problem = f"The value of header {name!r} must be a string."
+            elif problem is None:
+                problem = header_rules.value_problem(name, value)
+            if problem:
+                problems.append(problem)
+            seen.setdefault(name.lower(), name)
+        if problems:
+            raise serializers.ValidationError(problems)
+        return dict(data)
+
+    def to_representation(self, value: dict[str, str]) -> dict[str, str | None]:
+        return header_rules.shown(value)
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "additionalProperties": {"type": ["string", "null"]},
+        "description": _HEADERS_DESCRIPTION,
+    }
+)
+class HeadersShownField(serializers.ReadOnlyField):
+    """Custom request headers as every read shows them: write-only values as null."""
+
+    def to_representation(self, value: dict[str, str]) -> dict[str, str | None]:
+        return header_rules.shown(value)
+
+
 def event_patterns_field(**kwargs) -> serializers.ListField:
     return serializers.ListField(
         child=StrictCharField(
@@ -105,6 +179,7 @@ class SubscriptionSerializer(serializers.ModelSerializer):
 
     events = serializers.ListField(child=serializers.CharField())
     metadata = MetadataField()
+    headers = HeadersShownField()
 
     class Meta:
         model = Subscription
@@ -115,6 +190,7 @@ class SubscriptionSerializer(serializers.ModelSerializer):
             "description",
             "active",
             "metadata",
+            "headers",
             "rate_limit",
             "created_at",
             "updated_at",
@@ -142,6 +218,7 @@ class SubscriptionWriteSerializer(serializers.Serializer):
     description = StrictCharField(max_length=1000, allow_blank=True, default="", trim_whitespace=False)
     active = StrictBooleanField(default=True)
     metadata = MetadataField(default=dict)
+    headers = HeadersField(default=dict)
     rate_limit = StrictIntegerField(
         min_value=1,
         max_value=MAX_RATE_LIMIT,

@@ -11,13 +11,32 @@ from django.utils import timezone
 
 from tenants.models import Tenant
 from webhooks.events import normalise_patterns
+from webhooks.headers import is_secret
 from webhooks.models import Subscription
 
-UPDATABLE_FIELDS = ("url", "events", "description", "active", "metadata", "rate_limit")
+UPDATABLE_FIELDS = ("url", "events", "description", "active", "metadata", "headers", "rate_limit")
 
 
 class SubscriptionLimitReached(Exception):
     """The tenant already has as many live subscriptions as it may."""
+
+
+class HeaderValueMissing(ValueError):
+    """A write-only header was given as null ("keep it") but has no value to keep."""
+
+
+def merged_headers(stored: dict[str, str], given: dict[str, str | None]) -> dict[str, str]:
+    """The headers to store when `given` replaces `stored`: a write-only header given as null keeps
+    its stored value (names compared regardless of case), since no read ever showed that value."""
+    kept = {name.lower(): value for name, value in stored.items() if is_secret(name)}
+    merged = {}
+    for name, value in given.items():
+        if value is None:
+            if name.lower() not in kept:
+                raise HeaderValueMissing(f"Header {name!r} has no stored value to keep: give its value.")
+            value = kept[name.lower()]
+        merged[name] = value
+    return merged
 
 
 def subscription_create(
@@ -28,12 +47,14 @@ def subscription_create(
     description: str = "",
     active: bool = True,
     metadata: dict[str, str] | None = None,
+    headers: dict[str, str | None] | None = None,
     rate_limit: int | None = None,
 ) -> Subscription:
     """A new subscription, unless the tenant is at its limit (Tenant.subscription_limit).
 
     Counted while holding the tenant's row, so two creates cannot both take the last place.
     """
+    headers = merged_headers({}, headers or {})
     with transaction.atomic():
         tenant = Tenant.objects.select_for_update().get(pk=tenant.pk)
         limit = tenant.subscription_limit
@@ -48,6 +69,7 @@ def subscription_create(
             description=description,
             active=active,
             metadata=metadata or {},
+            headers=headers,
             rate_limit=rate_limit,
         )
 
@@ -58,6 +80,8 @@ def subscription_update(*, subscription: Subscription, changes: dict[str, Any]) 
         raise ValueError(f"Not updatable: {', '.join(sorted(unknown))}")
     if "events" in changes:
         changes["events"] = normalise_patterns(changes["events"])
+    if "headers" in changes:
+        changes["headers"] = merged_headers(subscription.headers, changes["headers"])
     if changes.get("active") is True:
         # Re-enabling is the tenant saying "I fixed it": the system's reason no longer applies.
         changes["disabled_reason"] = None

@@ -11,6 +11,7 @@ from tenants.tenancy import TenantScopedViewSetMixin
 from webhooks.models import Subscription
 from webhooks.serializers import SubscriptionCreatedSerializer, SubscriptionSerializer, SubscriptionWriteSerializer
 from webhooks.services import (
+    HeaderValueMissing,
     SubscriptionLimitReached,
     subscription_create,
     subscription_delete,
@@ -50,7 +51,8 @@ SUBSCRIPTION_ID = OpenApiParameter("id", str, OpenApiParameter.PATH, description
         operation_id="updateSubscription",
         parameters=[SUBSCRIPTION_ID],
         description="Scope: `webhooks:write`. Send only the fields to change; a rejected "
-        "update changes nothing. `active: true` clears `disabled_reason`.",
+        "update changes nothing. `active: true` clears `disabled_reason`. `headers` replaces the whole "
+        "object: give a write-only header as null to keep its value.",
         request=SubscriptionWriteSerializer(partial=True),
         responses={200: SubscriptionSerializer, **error_responses(400, 401, 403, 404, 413, 415)},
     ),
@@ -101,13 +103,18 @@ class SubscriptionViewSet(
             subscription = subscription_create(tenant=self.tenant, **payload.validated_data)
         except SubscriptionLimitReached as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        except HeaderValueMissing as exc:
+            return Response({"headers": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
         return Response(SubscriptionCreatedSerializer(subscription).data, status=status.HTTP_201_CREATED)
 
     def partial_update(self, request, *args, **kwargs) -> Response:
         subscription = self.get_object()
         payload = SubscriptionWriteSerializer(data=request.data, partial=True)
         payload.is_valid(raise_exception=True)
-        subscription_update(subscription=subscription, changes=dict(payload.validated_data))
+        try:
+            subscription_update(subscription=subscription, changes=dict(payload.validated_data))
+        except HeaderValueMissing as exc:
+            return Response({"headers": [str(exc)]}, status=status.HTTP_400_BAD_REQUEST)
         return Response(SubscriptionSerializer(subscription).data)
 
     @action(detail=True, methods=["post"], url_path="rotate-secret")

@@ -24,7 +24,11 @@ from webhooks.models import Subscription
 def story(alice, make_subscription, make_key, make_failed_delivery):
     """A subscription whose delivery failed twice: what a support request is about."""
     plain_key = make_key(alice)
-    subscription = make_subscription(alice, url="https://hooks.example.com/alice")
+    subscription = make_subscription(
+        alice,
+        url="https://hooks.example.com/alice",
+        headers={"Authorization": "Bearer admin-never-shows-this", "X-Api-Key": "akey-never-shown", "X-Tenant": "acme"},
+    )
     subscription.rotate_secret(overlap=timedelta(hours=24))
     delivery = make_failed_delivery(subscription, body="upstream unavailable", data={"invoice": "in_42"})
     event = delivery.event
@@ -46,6 +50,7 @@ def secrets_of(story) -> list[str]:
         story["plain_key"],
         api_key.digest,
         story["plain_key"].rsplit("_", 1)[1],
+        *(value for name, value in subscription.headers.items() if name != "X-Tenant"),  # write-only values
     ]
 
 
@@ -83,6 +88,7 @@ def test_every_page_opens_and_none_shows_a_secret(request, who, story):
         html += response.content.decode()
     for secret in secrets_of(story):
         assert secret not in html
+    assert "Authorization: (write-only)" in html and "X-Tenant: acme" in html  # names show, plain values too
 
 
 def test_support_finds_a_delivery_by_event_id_and_reads_why_it_failed(support_client, story):
@@ -90,6 +96,7 @@ def test_support_finds_a_delivery_by_event_id_and_reads_why_it_failed(support_cl
     assert story["delivery"].id in listing
     detail = support_client.get(f"/admin/deliveries/delivery/{quote(story['delivery'].id)}/change/").content.decode()
     assert "HTTP 503" in detail and "upstream unavailable" in detail
+    assert "retry-after: 120" in detail  # the response headers each attempt kept
     assert "&quot;invoice&quot;: &quot;in_42&quot;" in detail  # the payload, formatted
 
 

@@ -307,3 +307,14 @@ def test_send_now_sends_just_the_named_delivery_ahead_of_an_older_backlog(
     assert [c.args[1] for c in post_webhook.call_args_list] == [with_backlog.url]
     assert Delivery.objects.filter(status=DeliveryStatus.PENDING, is_test=False).count() == 5
     assert engine.send_now([test_send.id]).sent == 0  # already done: nothing to claim
+
+
+def test_the_services_own_headers_win_over_a_subscriptions(post_webhook, alice, make_subscription, publish):
+    # Stored past the API's checks (say, by an older version): the service's headers are still the ones sent.
+    make_subscription(alice, headers={"X-Tenant": "acme", "Webhook-Id": "forged", "User-Agent": "mine"})
+    publish()
+    engine.pump(budget_seconds=5)
+    ((_, _, headers),) = sent_requests(post_webhook)
+    assert headers["X-Tenant"] == "acme"
+    assert {name.lower() for name in headers} == set(headers) - {"X-Tenant"} | {"x-tenant"}
+    assert headers["webhook-id"].startswith("dlv_") and headers["user-agent"] != "mine"

@@ -134,3 +134,24 @@ def test_response_bodies_are_stored_as_text_without_nul(allow_loopback):
 
 def test_an_odd_retry_after_is_ignored():
     assert http.parse_retry_after("²") is None
+
+
+def test_it_keeps_a_few_response_headers_lower_cased_capped_and_storable(allow_loopback):
+    headers = {
+        "Retry-After": "7",
+        "Content-Type": "text/plain; charset=utf-8",
+        "X-Request-ID": "r" * 600,
+        "WWW-Authenticate": "caf\xe9",  # sent as Latin-1: not UTF-8
+        "Set-Cookie": "session=never-kept",
+        "X-Other": "not kept",
+    }
+    with Receiver(status=503, headers=headers, body=b"busy") as receiver:
+        result = http.send(receiver.url(), b"{}", {})
+    assert result.headers == {
+        "content-type": "text/plain; charset=utf-8",
+        "content-length": "4",
+        "retry-after": "7",
+        "www-authenticate": "caf\ufffd",
+        "x-request-id": "r" * http.MAX_HEADER_CHARS,
+    }
+    assert result.body == "busy" and result.retry_after == 7

@@ -219,3 +219,16 @@ def test_the_log_says_the_same_for_a_name_that_does_not_resolve_and_one_that_res
     logs = [api.get(log_url(subscription)).json()["results"] for subscription in (private, missing)]
     errors = [[attempt["error"] for delivery in log for attempt in delivery["attempts"]] for log in logs]
     assert errors[0] == errors[1] == ["Refused: Cannot be delivered to: does not resolve to a public address."]
+
+
+def test_one_delivery_shows_each_attempts_body_and_headers_and_the_list_does_not(api, alice, make_subscription):
+    sub = make_subscription(alice)
+    (delivery,) = add_deliveries(sub, 1, status=DeliveryStatus.FAILED, attempt_count=1, response_status_code=503)
+    headers = {"retry-after": "30", "content-type": "text/plain"}
+    Attempt.objects.create(
+        delivery=delivery, number=1, response_status_code=503, response_body="try later", response_headers=headers
+    )
+    (attempt,) = api.get(f"{log_url(sub)}/{delivery.id}").json()["attempts"]
+    assert attempt["response_body"] == "try later" and attempt["response_headers"] == headers
+    (listed,) = api.get(log_url(sub)).json()["results"][0]["attempts"]
+    assert "response_body" not in listed and "response_headers" not in listed

@@ -28,6 +28,7 @@ from schemathesis.core.parameters import ParameterLocation
 from core.api import KeysetPagination
 from deliveries.models import Delivery
 from webhooks.addresses import UNDELIVERABLE
+from webhooks.headers import is_secret
 from webhooks.validators import validate_webhook_url
 
 EXAMPLES = int(os.environ.get("ASIRI_FUZZ_EXAMPLES", "100"))
@@ -134,6 +135,19 @@ def prepare(case: schemathesis.Case, world: World, *, real_ids: bool = True) -> 
     if not negated(ParameterLocation.BODY) and _names_a_private_address(case.body):
         # Which hosts are private depends on DNS, so no document can say; tests/webhooks cover it.
         reject()
+    if _header_rule_no_schema_states(case.body, negated=negated(ParameterLocation.BODY)):
+        reject()
+
+
+def _header_rule_no_schema_states(body: object, *, negated: bool) -> bool:
+    """Header names that differ only in case (refused), and null for a write-only header (accepted when
+    there is a value to keep): JSON Schema can say neither; tests/webhooks/test_subscription_headers.py does."""
+    headers = body.get("headers") if isinstance(body, dict) else None
+    if not isinstance(headers, dict):
+        return False
+    if negated:
+        return any(value is None and is_secret(name) for name, value in headers.items())
+    return len({name.lower() for name in headers}) < len(headers)
 
 
 def _names_a_private_address(body: object) -> bool:

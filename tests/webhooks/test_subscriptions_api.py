@@ -18,6 +18,7 @@ READ_FIELDS = {
     "description",
     "active",
     "metadata",
+    "headers",
     "rate_limit",
     "created_at",
     "updated_at",
