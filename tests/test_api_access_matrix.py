@@ -143,11 +143,13 @@ def test_it_answers_403_naming_the_missing_scope(operation, alice, client_for, m
     assert snapshot() == before
 
 
-@pytest.mark.parametrize("operation", [op for op in OPERATIONS if op[6]], ids=[op[0] for op in OPERATIONS if op[6]])
-@pytest.mark.parametrize("target", ["other tenant", "unknown", "malformed", "nul byte", "unicode", "deleted"])
+TARGETS = ["other tenant", "unknown", "malformed", "nul byte", "unicode", "deleted"]
+# An event outlives the subscriptions it went to: a deleted subscription's event is still the tenant's.
+UNSEEN = [(op, target) for op in OPERATIONS if op[6] for target in TARGETS if (op[0], target) != ("event", "deleted")]
+
+
+@pytest.mark.parametrize(("operation", "target"), UNSEEN, ids=[f"{target}-{op[0]}" for op, target in UNSEEN])
 def test_it_answers_404_for_objects_it_cannot_see(operation, target, alice, charlie, client_for, make_subscription):
-    if operation[0] == "event" and target == "deleted":
-        pytest.skip("an event outlives the subscriptions it went to: it is still the tenant's")
     theirs = with_history(make_subscription(charlie))
     deleted = with_history(make_subscription(alice))
     deleted.soft_delete()

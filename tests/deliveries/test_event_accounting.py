@@ -132,3 +132,14 @@ def test_publishing_a_reserved_type_is_a_400_naming_the_field(events_api, event_
 @pytest.mark.parametrize("event_type", ["asiri", "webhooks.created", "myasiri.thing"])
 def test_names_outside_the_reserved_namespaces_still_publish(events_api, event_type):
     assert events_api.post("/v1/events", {"type": event_type, "data": {}}, format="json").status_code == 202
+
+
+def test_an_event_outlives_the_subscriptions_it_went_to(events_api, alice, make_subscription):
+    subscription = make_subscription(alice, events=["invoice.*"])
+    event = event_publish(tenant=alice, event_type="invoice.paid", data={})
+    subscription.soft_delete()
+
+    response = events_api.get(f"/v1/events/{event.id}")
+
+    assert response.status_code == 200
+    assert [d["subscription_id"] for d in response.json()["deliveries"]] == [subscription.id]
