@@ -95,6 +95,7 @@ LINKS: dict[tuple[str, int], dict[str, dict]] = {
     ),
     ("sendTestEvent", 202): _links(("getDelivery", _NEW_DELIVERY), ("redeliverDelivery", _NEW_DELIVERY)),
     ("redeliverDelivery", 202): _links(("getDelivery", _NEW_DELIVERY)),
+    ("publishEvent", 202): _links(("getEvent", {"event_id": "$response.body#/id"})),
 }
 
 

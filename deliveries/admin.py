@@ -10,10 +10,10 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from core.paginators import BoundedCountPaginator
-from deliveries.models import Attempt, Delivery, DeliveryStatus, Event
+from deliveries.models import Attempt, Delivery, DeliveryStatus, Event, SkipReason
 from deliveries.services import delivery_redeliver_many
 
 STATUS_COLOURS = {
@@ -21,6 +21,14 @@ STATUS_COLOURS = {
     DeliveryStatus.FAILED: "#c62828",
     DeliveryStatus.RETRYING: "#ef6c00",
     DeliveryStatus.PENDING: "#546e7a",
+}
+
+
+SKIP_EXPLAINED = {
+    SkipReason.PAUSED: "paused (the tenant set it inactive)",
+    SkipReason.DISABLED: "disabled (by the service)",
+    SkipReason.FILTERED: "filtered (its payload filter refused the event)",
+    SkipReason.SUBJECT: "the subject (an operational event is never sent to the subscription it is about)",
 }
 
 
@@ -209,12 +217,59 @@ class EventAdmin(admin.ModelAdmin):
     search_fields = ("=id",)
     show_full_result_count = False
     paginator = BoundedCountPaginator
-    fields = ("id", "type", "tenant", "created_at", "idempotency_key", "payload")
-    readonly_fields = fields
+    fieldsets = [
+        (None, {"fields": ("id", "type", "tenant", "created_at", "idempotency_key", "payload")}),
+        (
+            "Where it went",
+            {
+                "fields": ("delivered_to", "skipped"),
+                "description": (
+                    "Every live subscription whose patterns matched at publish time is in exactly one of these."
+                ),
+            },
+        ),
+    ]
+    readonly_fields = ("id", "type", "tenant", "created_at", "idempotency_key", "payload", "delivered_to", "skipped")
 
     @admin.display(description="payload")
     def payload(self, event: Event):
         return format_html("<pre>{}</pre>", json.dumps(event.data, indent=2, ensure_ascii=False))
+
+    @admin.display(description="deliveries")
+    def delivered_to(self, event: Event):
+        rows = event.deliveries.order_by("created_at", "id").values_list("id", "status", "subscription_id")
+        lines = format_html_join(
+            "",
+            '<li><a href="{}">{}</a> {} to <a href="{}">{}</a></li>',
+            (
+                (
+                    reverse("admin:deliveries_delivery_change", args=[quote(delivery_id)]),
+                    delivery_id,
+                    badge(status, STATUS_COLOURS[status]),
+                    reverse("admin:webhooks_subscription_change", args=[quote(subscription_id)]),
+                    subscription_id,
+                )
+                for delivery_id, status, subscription_id in rows
+            ),
+        )
+        return format_html("<ul>{}</ul>", lines) if lines else "none"
+
+    @admin.display(description="skipped")
+    def skipped(self, event: Event):
+        rows = event.skips.order_by("subscription_id").values_list("subscription_id", "reason")
+        lines = format_html_join(
+            "",
+            '<li><a href="{}">{}</a>: {}</li>',
+            (
+                (
+                    reverse("admin:webhooks_subscription_change", args=[quote(subscription_id)]),
+                    subscription_id,
+                    SKIP_EXPLAINED[reason],
+                )
+                for subscription_id, reason in rows
+            ),
+        )
+        return format_html("<ul>{}</ul>", lines) if lines else "none"
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 import django_filters
 from django import forms
 
-from deliveries.models import Delivery, DeliveryStatus
+from deliveries.models import Delivery, DeliveryStatus, Event
 
 # RFC 3339 (section 5.6), exactly what the OpenAPI `date-time` format admits: no other ISO 8601 forms.
 _RFC3339 = re.compile(
@@ -73,3 +73,13 @@ class DeliveryFilter(django_filters.FilterSet):
     class Meta:
         model = Delivery
         fields = ["status", "event_type", "created_after", "created_before"]
+
+
+class EventFilter(django_filters.FilterSet):
+    type = django_filters.CharFilter(max_length=200, strip=False)  # exactly, like event_type above
+    created_after = Rfc3339DateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = Rfc3339DateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = Event
+        fields = ["type", "created_after", "created_before"]

@@ -73,6 +73,14 @@ class DeliveryQuerySet(models.QuerySet):
     def in_flight(self) -> DeliveryQuerySet:
         return self.filter(status__in=IN_FLIGHT)
 
+    def stop_pending(self, subscription_ids, reason: str) -> int:
+        """End the in-flight deliveries of these subscriptions as failed (test sends excepted)."""
+        return (
+            self.filter(subscription_id__in=subscription_ids, is_test=False)
+            .in_flight()
+            .update(status=DeliveryStatus.FAILED, next_attempt_at=None, failure_reason=reason)
+        )
+
     def due(self, now: datetime) -> DeliveryQuerySet:
         """In flight and due. Claiming a delivery pushes next_attempt_at past the claim's lease,
         so a row a worker holds is not due again until that worker has had its time."""
@@ -147,6 +155,31 @@ class Delivery(models.Model):
     @property
     def is_final(self) -> bool:
         return self.status not in IN_FLIGHT
+
+
+class SkipReason(models.TextChoices):
+    PAUSED = "paused"  # the tenant set active=false
+    DISABLED = "disabled"  # the system disabled it (disabled_reason says why)
+    FILTERED = "filtered"  # its payload filter refused the event (reserved for payload filters)
+    SUBJECT = "subject"  # an operational event about this very subscription is never sent to it
+
+
+class EventSkip(models.Model):
+    """A live subscription whose patterns matched an event that got no delivery, and why, as at publish time.
+
+    Written only when something is skipped, so an event's deliveries and skips together account for
+    every subscription that wanted it without costing a publish that skips nothing anything.
+    """
+
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="skips")
+    subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="skips")
+    reason = models.CharField(max_length=16, choices=SkipReason.choices)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["event", "subscription"], name="event_skip_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.event_id} skipped {self.subscription_id}: {self.reason}"
 
 
 class Attempt(models.Model):

@@ -17,6 +17,7 @@ from deliveries import http
 from deliveries.claims import Claimed
 from deliveries.metrics import count_outcomes
 from deliveries.models import Attempt, Delivery, DeliveryStatus
+from deliveries.notices import publish_health_notices
 from deliveries.retry import next_delay
 from webhooks.services import subscriptions_record_health
 
@@ -127,6 +128,7 @@ def _write_outcomes(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStat
     grouped: dict[tuple, list[str]] = {}
     retries: list[tuple[Claimed, dict]] = []
     healthy, failing, gone = set(), set(), set()
+    exhausted: dict[str, tuple[int | None, str]] = {}  # ran out of retries: the last status code and error
     for claimed, result in outcomes:
         attempt = claimed.attempt
         attempt.duration_ms = result.duration_ms
@@ -156,6 +158,8 @@ def _write_outcomes(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStat
                 )
             if delay is None:
                 stats.failed += 1
+                if counted:
+                    exhausted[delivery.subscription_id] = (result.status_code, attempt.error)
                 values = {"status": DeliveryStatus.FAILED, "next_attempt_at": None, "failure_reason": attempt.error}
             else:
                 stats.retrying += 1
@@ -176,9 +180,12 @@ def _write_outcomes(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStat
     for (claimed_at, *items), ids in grouped.items():
         Delivery.objects.filter(pk__in=ids, last_attempt_at=claimed_at).update(**dict(items))
     _schedule_retries(retries)
-    disabled = subscriptions_record_health(now, healthy=healthy - failing, failing=failing - healthy, gone=gone)
-    for reason, subscription_ids in disabled.items():
+    changes = subscriptions_record_health(
+        now, healthy=healthy - failing, failing=failing - healthy, gone=gone, exhausted=set(exhausted)
+    )
+    for reason, subscription_ids in changes.disabled.items():
         stop_pending(subscription_ids, f"Stopped: {reason}")
+    publish_health_notices(changes, exhausted)
     for claimed, result in outcomes:
         _log_attempt(claimed, result)
     return stats
@@ -238,8 +245,4 @@ def _finish_attempts(attempts: list[Attempt]) -> None:
 
 def stop_pending(subscription_ids, reason: str) -> int:
     """End the in-flight deliveries of these subscriptions as failed (test sends excepted)."""
-    return (
-        Delivery.objects.filter(subscription_id__in=subscription_ids, is_test=False)
-        .in_flight()
-        .update(status=DeliveryStatus.FAILED, next_attempt_at=None, failure_reason=reason)
-    )
+    return Delivery.objects.stop_pending(subscription_ids, reason)

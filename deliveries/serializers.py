@@ -1,11 +1,12 @@
+from django.core.exceptions import ValidationError
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.plumbing import ResolvedComponent
 from rest_framework import serializers
 
 from core.api import MAX_JSON_DEPTH, TOO_DEEP, StrictCharField
 from core.openapi import NO_NUL
-from deliveries.models import Attempt, Delivery
-from webhooks.events import EVENT_NAME_RE, FullMatchValidator
+from deliveries.models import Attempt, Delivery, Event, EventSkip, SkipReason
+from webhooks.events import PUBLISHABLE_EVENT_NAME_REGEX, RESERVED_PREFIXES, FullMatchValidator, is_reserved
 
 
 class AttemptSerializer(serializers.ModelSerializer):
@@ -117,14 +118,29 @@ class JsonObjectFieldSchema(OpenApiSerializerFieldExtension):
         return {"type": "object", "propertyNames": {"pattern": NO_NUL}, "additionalProperties": value.ref}
 
 
+class PublishableEventNameValidator(FullMatchValidator):
+    """An event name a tenant may publish: the namespaces ASIRI sends its own events in are refused by name."""
+
+    def __call__(self, value) -> None:
+        if isinstance(value, str) and is_reserved(value):
+            prefixes = " and ".join(f"`{prefix}`" for prefix in RESERVED_PREFIXES)
+            raise ValidationError(f"Reserved: {prefixes} events are ASIRI's own.", code="reserved")
+        super().__call__(value)
+
+
 class EventPublishSerializer(serializers.Serializer):
     type = StrictCharField(
         max_length=200,
         trim_whitespace=False,  # " invoice.paid" is not an event name, as the pattern says
         validators=[
-            FullMatchValidator(EVENT_NAME_RE.pattern, "Must be an event name such as invoice.paid (no wildcards).")
+            PublishableEventNameValidator(
+                PUBLISHABLE_EVENT_NAME_REGEX, "Must be an event name such as invoice.paid (no wildcards)."
+            )
         ],
-        help_text="The event type, e.g. `invoice.paid`: lowercase words separated by dots.",
+        help_text=(
+            "The event type, e.g. `invoice.paid`: lowercase words separated by dots. Names starting `asiri.` or "
+            "`webhook.` are reserved for ASIRI's own events."
+        ),
     )
     data = JsonObjectField(
         help_text=(
@@ -144,3 +160,53 @@ class EventPublishedSerializer(serializers.Serializer):
     id = serializers.CharField()
     type = serializers.CharField()
     deliveries = serializers.IntegerField(source="delivery_count", help_text="Deliveries created for this event.")
+
+
+class EventSerializer(serializers.ModelSerializer):
+    """An event as it was published."""
+
+    data = serializers.DictField(read_only=True, help_text="The payload every receiver got as `data`.")
+
+    class Meta:
+        model = Event
+        fields = ("id", "type", "created_at", "data")
+        read_only_fields = fields
+
+
+class EventDeliverySerializer(serializers.ModelSerializer):
+    delivery_id = serializers.CharField(source="id", read_only=True)
+    subscription_id = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = Delivery
+        fields = ("subscription_id", "delivery_id", "status")
+        read_only_fields = fields
+
+
+class EventSkipSerializer(serializers.ModelSerializer):
+    subscription_id = serializers.CharField(read_only=True)
+    reason = serializers.ChoiceField(
+        choices=SkipReason.choices,
+        read_only=True,
+        help_text=(
+            "As it stood at publish time: `paused` (the tenant set `active` to false), `disabled` (the service "
+            "disabled it), `filtered` (its payload filter refused the event), `subject` (an `asiri.` event about "
+            "this subscription)."
+        ),
+    )
+
+    class Meta:
+        model = EventSkip
+        fields = ("subscription_id", "reason")
+        read_only_fields = fields
+
+
+class EventAccountSerializer(EventSerializer):
+    """An event and what became of it: every subscription whose patterns matched is in exactly one list."""
+
+    deliveries = EventDeliverySerializer(many=True, read_only=True)
+    skipped = EventSkipSerializer(source="skips", many=True, read_only=True)
+
+    class Meta(EventSerializer.Meta):
+        fields = (*EventSerializer.Meta.fields, "deliveries", "skipped")
+        read_only_fields = fields

@@ -15,8 +15,7 @@ from django.utils import timezone
 from core.clock import database_now
 from deliveries import wakeups
 from deliveries.metrics import count_dispatcher_run
-from deliveries.models import TEST_EVENT_TYPE, Attempt, Delivery, DeliveryStatus, Event, Pulse
-from deliveries.outcomes import stop_pending
+from deliveries.models import TEST_EVENT_TYPE, Attempt, Delivery, DeliveryStatus, Event, EventSkip, Pulse, SkipReason
 from tenants.models import Tenant
 from webhooks.models import Subscription
 
@@ -31,13 +30,21 @@ class DeliveryConflict(Exception):
 
 
 def event_publish(
-    *, tenant: Tenant, event_type: str, data: dict[str, Any], idempotency_key: str | None = None
+    *,
+    tenant: Tenant,
+    event_type: str,
+    data: dict[str, Any],
+    idempotency_key: str | None = None,
+    about_subscription_id: str | None = None,
 ) -> Event:
     """Store an event and one delivery per live, active subscription that wants it.
 
     Everything is written in the caller's transaction and handed to workers only after it
     commits: an event published in a transaction that rolls back is never sent. Publishing
     again with the same idempotency key within ASIRI_IDEMPOTENCY_HOURS returns the first event.
+    Every live subscription that wants it but gets no delivery (paused, disabled, or the
+    subscription an operational event is about) is recorded as skipped, with one more bulk
+    insert only when there is one.
     """
     now = database_now()
     with transaction.atomic():
@@ -55,7 +62,17 @@ def event_publish(
             except IntegrityError:
                 # Another request with the same key won the race: answer with its event.
                 return _event_for_key(tenant, idempotency_key, now)
-        subscriptions = [s for s in Subscription.objects.receiving().for_tenant(tenant) if s.wants(event_type)]
+        subscriptions, skips = [], []
+        for s in Subscription.objects.live().for_tenant(tenant).only("id", "events", "active", "disabled_reason"):
+            if not s.wants(event_type):
+                continue
+            reason = _skip_reason(s, about_subscription_id)
+            if reason is None:
+                subscriptions.append(s)
+            else:
+                skips.append(EventSkip(event=event, subscription=s, reason=reason))
+        if skips:
+            EventSkip.objects.bulk_create(skips)
         Delivery.objects.bulk_create(
             [
                 Delivery(
@@ -73,6 +90,14 @@ def event_publish(
             wakeups.wake_after_commit(math.ceil(len(subscriptions) / settings.ASIRI_SEND_CONCURRENCY))
     event.delivery_count = len(subscriptions)
     return event
+
+
+def _skip_reason(subscription: Subscription, about_subscription_id: str | None) -> SkipReason | None:
+    if subscription.id == about_subscription_id:
+        return SkipReason.SUBJECT
+    if not subscription.active:
+        return SkipReason.DISABLED if subscription.disabled_reason else SkipReason.PAUSED
+    return None
 
 
 def _event_for_key(tenant: Tenant, key: str, now) -> Event | None:
@@ -163,7 +188,7 @@ def deliveries_dispatch() -> int:
         Q(active=False) | Q(deleted_at__isnull=False), updated_at__gte=now - timedelta(hours=1)
     )
     for subscription in recently_stopped.only("id", "active", "deleted_at", "disabled_reason"):
-        stop_pending([subscription.id], f"Stopped: {subscription.stop_reason}")
+        Delivery.objects.stop_pending([subscription.id], f"Stopped: {subscription.stop_reason}")
     capacity = settings.ASIRI_SEND_CONCURRENCY
     due = Delivery.objects.due(now).values("pk")[: capacity * MAX_WAKEUPS_PER_DISPATCH].count()
     for _ in range(math.ceil(due / capacity)):

@@ -7,17 +7,18 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from core.api import KeysetPagination
 from core.openapi import NO_NUL, LinkedAutoSchema, error_responses
-from deliveries.filters import DeliveryFilter
-from deliveries.models import Attempt, Delivery, DeliveryStatus
+from deliveries.filters import DeliveryFilter, EventFilter
+from deliveries.models import Attempt, Delivery, DeliveryStatus, Event, EventSkip
 from deliveries.serializers import (
     DeliveryDetailSerializer,
     DeliverySerializer,
+    EventAccountSerializer,
     EventPublishedSerializer,
     EventPublishSerializer,
+    EventSerializer,
 )
 from deliveries.services import DeliveryConflict, delivery_redeliver, delivery_send_test, event_publish
 from tenants.tenancy import TenantScopedViewSetMixin, is_well_formed_id
@@ -29,6 +30,7 @@ SUBSCRIPTION_ID = OpenApiParameter(
 DELIVERY_ID = OpenApiParameter(
     "delivery_id", str, OpenApiParameter.PATH, description="A delivery id (`dlv_…`, the receiver's `webhook-id`)."
 )
+EVENT_ID = OpenApiParameter("event_id", str, OpenApiParameter.PATH, description="An event id (`evt_…`).")
 # The filters exactly as DeliveryFilter reads them; an empty value is the same as leaving one out.
 _EMPTY = {"type": "string", "maxLength": 0}
 DELIVERY_FILTERS = [
@@ -47,6 +49,25 @@ DELIVERY_FILTERS = [
         "created_before",
         {"anyOf": [{"type": "string", "format": "date-time"}, _EMPTY]},
         description="Only deliveries created before this RFC 3339 date-time.",
+    ),
+]
+
+
+EVENT_FILTERS = [
+    OpenApiParameter(
+        "type",
+        {"type": "string", "maxLength": 200, "pattern": NO_NUL},
+        description="Only events of this type (exactly).",
+    ),
+    OpenApiParameter(
+        "created_after",
+        {"anyOf": [{"type": "string", "format": "date-time"}, _EMPTY]},
+        description="Only events published at or after this RFC 3339 date-time.",
+    ),
+    OpenApiParameter(
+        "created_before",
+        {"anyOf": [{"type": "string", "format": "date-time"}, _EMPTY]},
+        description="Only events published before this RFC 3339 date-time.",
     ),
 ]
 
@@ -152,12 +173,48 @@ class SubscriptionDeliveryViewSet(
         return Response(DeliverySerializer(delivery).data, status=status.HTTP_202_ACCEPTED)
 
 
-class EventPublishView(APIView):
-    """POST /v1/events: how ASIRI's other services publish."""
+@extend_schema_view(
+    list=extend_schema(
+        summary="List events",
+        operation_id="listEvents",
+        description="The tenant's events, newest first. Scope: `audit:read`.",
+        parameters=EVENT_FILTERS,
+        responses={200: EventSerializer(many=True), **error_responses(400, 401, 403)},
+    ),
+    retrieve=extend_schema(
+        summary="Account for an event",
+        operation_id="getEvent",
+        description=(
+            "The event and what became of it: a delivery per subscription that got it, and every live "
+            "subscription whose `events` matched but got none, with the reason as it stood when the event was "
+            "published. Together the two lists account for every subscription that wanted it. Scope: `audit:read`."
+        ),
+        parameters=[EVENT_ID],
+        responses={200: EventAccountSerializer, **error_responses(401, 403, 404)},
+    ),
+)
+class EventViewSet(TenantScopedViewSetMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """/v1/events: how ASIRI's other services publish (POST), and the tenant's account of every event (GET)."""
 
-    required_scopes = "events:write"
-    http_method_names = ["post"]
+    schema = LinkedAutoSchema()
+    queryset = Event.objects.all()
+    filterset_class = EventFilter
+    pagination_class = KeysetPagination
+    lookup_url_kwarg = "event_id"
+    required_scopes = {"list": "audit:read", "retrieve": "audit:read", "publish": "events:write"}
     max_body_bytes = settings.ASIRI_MAX_EVENT_BYTES
+
+    def get_queryset(self) -> QuerySet:
+        queryset = super().get_queryset()
+        if self.action == "retrieve":
+            return queryset.prefetch_related(
+                Prefetch("deliveries", queryset=Delivery.objects.order_by("created_at", "id")),
+                Prefetch("skips", queryset=EventSkip.objects.order_by("subscription_id")),
+            )
+        return queryset
+
+    def get_serializer_class(self):
+        return EventAccountSerializer if self.action == "retrieve" else EventSerializer
 
     @extend_schema(
         summary="Publish an event",
@@ -165,12 +222,13 @@ class EventPublishView(APIView):
         description=(
             "Stores the event and creates one delivery per active subscription of this tenant whose `events` "
             "match its type. The same `idempotency_key` within 24 hours answers with the first event and "
-            "creates nothing. Bodies over 256 KB are refused with 413. Scope: `events:write`."
+            "creates nothing. Types starting `asiri.` or `webhook.` are ASIRI's own: 400. Bodies over 256 KB are "
+            "refused with 413. Scope: `events:write`."
         ),
         request=EventPublishSerializer,
         responses={202: EventPublishedSerializer, **error_responses(400, 401, 403, 413, 415)},
     )
-    def post(self, request) -> Response:
+    def publish(self, request) -> Response:
         payload = EventPublishSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         event = event_publish(

@@ -45,6 +45,8 @@ OPERATIONS = [
         True,
     ),
     ("publish", "post", "/v1/events", {"type": "invoice.paid", "data": {}}, "events:write", 202, False),
+    ("events", "get", "/v1/events", None, "audit:read", 200, False),
+    ("event", "get", "/v1/events/{event}", None, "audit:read", 200, True),
 ]
 ALL_SCOPES = ["webhooks:read", "webhooks:write", "audit:read", "events:write"]
 
@@ -76,7 +78,11 @@ def call(client: APIClient, operation: tuple, subscription_id: str):
     _, method, path, body, *_ = operation
     delivery = Delivery.objects.filter(subscription_id=subscription_id).first()
     # A delivery id of the targeted subscription where one exists, a well-formed unknown one where not.
-    path = path.format(id=subscription_id, delivery=delivery.id if delivery else "dlv_Unknown000000000000000")
+    # The event of that delivery where one exists; otherwise the target's id as an event id, as bad as it was.
+    event = delivery.event_id if delivery else subscription_id.replace("sub_", "evt_", 1)
+    path = path.format(
+        id=subscription_id, delivery=delivery.id if delivery else "dlv_Unknown000000000000000", event=event
+    )
     return getattr(client, method)(path, body, format="json" if body else None)
 
 
@@ -137,8 +143,12 @@ def test_it_answers_403_naming_the_missing_scope(operation, alice, client_for, m
     assert snapshot() == before
 
 
-@pytest.mark.parametrize("operation", [op for op in OPERATIONS if op[6]], ids=[op[0] for op in OPERATIONS if op[6]])
-@pytest.mark.parametrize("target", ["other tenant", "unknown", "malformed", "nul byte", "unicode", "deleted"])
+TARGETS = ["other tenant", "unknown", "malformed", "nul byte", "unicode", "deleted"]
+# An event outlives the subscriptions it went to: a deleted subscription's event is still the tenant's.
+UNSEEN = [(op, target) for op in OPERATIONS if op[6] for target in TARGETS if (op[0], target) != ("event", "deleted")]
+
+
+@pytest.mark.parametrize(("operation", "target"), UNSEEN, ids=[f"{target}-{op[0]}" for op, target in UNSEEN])
 def test_it_answers_404_for_objects_it_cannot_see(operation, target, alice, charlie, client_for, make_subscription):
     theirs = with_history(make_subscription(charlie))
     deleted = with_history(make_subscription(alice))

@@ -60,7 +60,12 @@ def targets(alice) -> dict[str, str]:
     delivery = Delivery.objects.create(
         tenant=alice, event=event, subscription=subscription, event_type=event.type, status="failed", attempt_count=1
     )
-    return {"pk": subscription.id, "subscription_id": subscription.id, "delivery_id": delivery.id}
+    return {
+        "pk": subscription.id,
+        "subscription_id": subscription.id,
+        "delivery_id": delivery.id,
+        "event_id": event.id,
+    }
 
 
 def answers(path: str, key: str) -> Iterator[tuple[str, str, HttpResponse]]:
@@ -113,6 +118,7 @@ def test_the_walk_reaches_every_operation():
         "delivery",
         "delivery-redeliver",
         "events",
+        "event",
         "openapi",
     }
 

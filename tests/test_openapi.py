@@ -20,6 +20,9 @@ CONTRACT = {
     ("post", "/v1/webhooks/subscriptions/{id}/rotate-secret"),
     ("get", "/v1/webhooks/subscriptions/{subscription_id}/deliveries/{delivery_id}"),
     ("post", "/v1/webhooks/subscriptions/{subscription_id}/deliveries/{delivery_id}/redeliver"),
+    # accounting for every event
+    ("get", "/v1/events"),
+    ("get", "/v1/events/{event_id}"),
 }
 
 

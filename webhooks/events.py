@@ -19,10 +19,29 @@ class FullMatchValidator(RegexValidator):
             raise ValidationError(self.message, code=self.code, params={"value": value})
 
 
+# ASIRI's own operational events (about the tenant's subscriptions) and test sends: tenants cannot
+# publish these, and `*` does not pick up the operational ones: a subscription names them explicitly.
+OPERATIONAL_PREFIX = "asiri."
+RESERVED_PREFIXES = (OPERATIONAL_PREFIX, "webhook.")
+
+
+# An event name outside the reserved namespaces: what a tenant may publish, as the document states it.
+PUBLISHABLE_EVENT_NAME_REGEX = r"^(?!(asiri|webhook)\.)" + EVENT_NAME_RE.pattern.removeprefix("^")
+
+
+def is_reserved(event_type: str) -> bool:
+    return event_type.startswith(RESERVED_PREFIXES)
+
+
 def pattern_matches(pattern: str, event_type: str) -> bool:
-    """`*` matches everything, `invoice.*` anything below `invoice`, anything else itself."""
+    """`*` matches every event but ASIRI's operational ones, `invoice.*` anything below `invoice`,
+    anything else itself.
+
+    An endpoint built for `*` expects the tenant's own events: notices about its subscriptions
+    arrive only where `asiri.*` or an exact `asiri.` name asks for them.
+    """
     if pattern == "*":
-        return True
+        return not event_type.startswith(OPERATIONAL_PREFIX)
     if pattern.endswith(".*"):
         return event_type.startswith(pattern[:-1])
     return pattern == event_type

@@ -51,6 +51,8 @@ class Subscription(models.Model):
     previous_secret_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Start of the current run of failed attempts (null after a success): drives auto-disable.
     failing_since = models.DateTimeField(null=True, blank=True, editable=False)
+    # When the current streak's `asiri.subscription.failing` notice went out; cleared by the first success.
+    failing_notified_at = models.DateTimeField(null=True, blank=True, editable=False)
     # null, not "", is the API's "not disabled by the system"
     disabled_reason = models.TextField(null=True, blank=True)  # noqa: DJ001
     created_at = models.DateTimeField(default=timezone.now, editable=False)

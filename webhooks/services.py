@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -103,25 +104,55 @@ def subscription_delete(*, subscription: Subscription) -> None:
         subscription.soft_delete()
 
 
+@dataclasses.dataclass
+class HealthChanges:
+    """What one batch of outcomes did to subscriptions, for the operational events that tell the tenant."""
+
+    # the system's reason: the ids it disabled
+    disabled: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    # the first delivery of their streak ran out of retries
+    failing: list[str] = dataclasses.field(default_factory=list)
+    # the first success after a failing notice
+    recovered: list[str] = dataclasses.field(default_factory=list)
+
+
 def subscriptions_record_health(
-    now: datetime, *, healthy: set[str], failing: set[str], gone: set[str]
-) -> dict[str, list[str]]:
+    now: datetime, *, healthy: set[str], failing: set[str], gone: set[str], exhausted: set[str] = frozenset()
+) -> HealthChanges:
     """The lifecycle policy: a success ends a failing streak; 410 Gone, or ASIRI_DISABLE_AFTER_HOURS of
-    nothing but failures, disables. Returns the reasons of the subscriptions it disabled, with their ids."""
-    disabled: dict[str, list[str]] = {}
+    nothing but failures, disables.
+
+    `exhausted` are the failing subscriptions one of whose deliveries just ran out of retries. Each
+    notice is claimed with a conditional update of `failing_notified_at` that must touch exactly the
+    one row, so two workers recording outcomes at once cannot both tell the tenant.
+    """
+    changes = HealthChanges()
     if healthy:
+        notified = Subscription.objects.filter(pk__in=healthy, failing_notified_at__isnull=False)
+        for subscription_id in notified.values_list("pk", flat=True):
+            if Subscription.objects.filter(pk=subscription_id, failing_notified_at__isnull=False).update(
+                failing_notified_at=None
+            ):
+                changes.recovered.append(subscription_id)
         Subscription.objects.filter(pk__in=healthy, failing_since__isnull=False).update(failing_since=None)
     if failing:
         Subscription.objects.filter(pk__in=failing, failing_since__isnull=True).update(failing_since=now)
+        # 410 disables at once: the disabled notice says all there is to say.
+        for subscription_id in sorted((exhausted & failing) - gone):
+            if Subscription.objects.filter(
+                pk=subscription_id, failing_since__isnull=False, failing_notified_at__isnull=True
+            ).update(failing_notified_at=now):
+                changes.failing.append(subscription_id)
         cutoff = now - timedelta(hours=settings.ASIRI_DISABLE_AFTER_HOURS)
         worn_out = Subscription.objects.filter(pk__in=failing - gone, active=True, failing_since__lte=cutoff)
         hours = f"{settings.ASIRI_DISABLE_AFTER_HOURS:g}"
         reason = f"Disabled automatically: no successful delivery for {hours} hours."
-        disabled[reason] = subscriptions_disable(list(worn_out.values_list("pk", flat=True)), reason)
+        changes.disabled[reason] = subscriptions_disable(list(worn_out.values_list("pk", flat=True)), reason)
     if gone:
         reason = f"Disabled automatically: the endpoint answered 410 Gone at {now.isoformat(timespec='seconds')}."
-        disabled[reason] = subscriptions_disable(list(gone), reason)
-    return {reason: ids for reason, ids in disabled.items() if ids}
+        changes.disabled[reason] = subscriptions_disable(list(gone), reason)
+    changes.disabled = {reason: ids for reason, ids in changes.disabled.items() if ids}
+    return changes
 
 
 def subscriptions_disable(subscription_ids: list[str], reason: str) -> list[str]:

@@ -15,6 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from deliveries.models import Delivery, DeliveryStatus
+from deliveries.services import event_publish
 from tenants.models import ApiKey
 from tests.support.factories import add_deliveries
 from webhooks.models import Subscription
@@ -269,3 +270,21 @@ def test_the_delivery_list_reads_no_payload_and_no_whole_table_dates(superuser_c
     sql = "\n".join(q["sql"] for q in captured)
     assert "deliveries_event" not in sql  # a 50-row page would read up to 50 × 256 KB of payloads
     assert "DISTINCT" not in sql.upper()
+
+
+def test_the_event_page_accounts_for_every_subscription_that_wanted_it(support_client, alice, make_subscription):
+    receiving = make_subscription(alice, events=["invoice.*"])
+    paused = make_subscription(alice, events=["*"], active=False)
+    disabled = make_subscription(alice, events=["invoice.paid"], active=False, disabled_reason="410 Gone.")
+    elsewhere = make_subscription(alice, events=["customer.*"])
+    event = event_publish(tenant=alice, event_type="invoice.paid", data={})
+    delivery = Delivery.objects.get(event=event)
+
+    html = support_client.get(f"/admin/deliveries/event/{quote(event.id)}/change/").content.decode()
+
+    assert f'href="/admin/deliveries/delivery/{quote(delivery.id)}/change/"' in html
+    assert f'href="/admin/webhooks/subscription/{quote(receiving.id)}/change/"' in html
+    assert ">pending<" in html
+    assert re.search(rf"{paused.id}</a>: paused", html)
+    assert re.search(rf"{disabled.id}</a>: disabled", html)
+    assert elsewhere.id not in html

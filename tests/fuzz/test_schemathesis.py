@@ -97,6 +97,7 @@ class World:
     keys: dict[str, str]
     subscription_id: str
     delivery_id: str
+    event_id: str
     cursor: str
 
 
@@ -108,6 +109,7 @@ def world(scoped_keys, alice, make_subscription, make_failed_delivery) -> World:
         keys=scoped_keys,
         subscription_id=subscription.id,
         delivery_id=delivery.id,
+        event_id=delivery.event_id,
         cursor=KeysetPagination.cursor_for(subscription),
     )
 
@@ -130,6 +132,8 @@ def prepare(case: schemathesis.Case, world: World, *, real_ids: bool = True) -> 
                 case.path_parameters[name] = world.subscription_id
         if "delivery_id" in case.path_parameters:
             case.path_parameters["delivery_id"] = world.delivery_id
+        if "event_id" in case.path_parameters:
+            case.path_parameters["event_id"] = world.event_id
     if not negated(ParameterLocation.QUERY) and case.query and "cursor" in case.query:
         case.query["cursor"] = world.cursor
     if not negated(ParameterLocation.BODY) and _names_a_private_address(case.body):

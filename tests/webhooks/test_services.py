@@ -6,9 +6,10 @@ import threading
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from webhooks.models import Subscription
-from webhooks.services import SubscriptionLimitReached, subscription_create
+from webhooks.services import SubscriptionLimitReached, subscription_create, subscriptions_record_health
 
 
 @pytest.mark.django_db(transaction=True)
@@ -47,3 +48,22 @@ def test_two_concurrent_creates_cannot_both_take_the_last_place(alice, make_subs
         thread.join(timeout=30)
     assert sorted(outcomes) == ["created", "refused"]
     assert Subscription.objects.filter(tenant=alice).count() == 2
+
+
+def test_the_failing_notice_is_claimed_once_per_streak_and_freed_by_a_success(alice, make_subscription):
+    subscription, other = make_subscription(alice), make_subscription(alice)
+    now = timezone.now()
+    first = subscriptions_record_health(
+        now, healthy=set(), failing={subscription.id}, gone=set(), exhausted={subscription.id}
+    )
+    again = subscriptions_record_health(
+        now, healthy=set(), failing={subscription.id}, gone=set(), exhausted={subscription.id}
+    )
+    assert (first.failing, again.failing) == ([subscription.id], [])
+
+    healthy = subscriptions_record_health(now, healthy={subscription.id, other.id}, failing=set(), gone=set())
+    again = subscriptions_record_health(now, healthy={subscription.id}, failing=set(), gone=set())
+    assert (healthy.recovered, again.recovered) == ([subscription.id], [])
+
+    gone = subscriptions_record_health(now, healthy=set(), failing={other.id}, gone={other.id}, exhausted={other.id})
+    assert gone.failing == [] and list(gone.disabled.values()) == [[other.id]]
