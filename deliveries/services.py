@@ -15,7 +15,7 @@ from django.utils import timezone
 from core.clock import database_now
 from deliveries import wakeups
 from deliveries.metrics import count_dispatcher_run
-from deliveries.models import TEST_EVENT_TYPE, Attempt, Delivery, DeliveryStatus, Event, Pulse
+from deliveries.models import TEST_EVENT_TYPE, Attempt, Delivery, DeliveryStatus, Event, Pulse, next_positions
 from deliveries.outcomes import stop_pending
 from tenants.models import Tenant
 from webhooks.models import Subscription
@@ -31,13 +31,19 @@ class DeliveryConflict(Exception):
 
 
 def event_publish(
-    *, tenant: Tenant, event_type: str, data: dict[str, Any], idempotency_key: str | None = None
+    *,
+    tenant: Tenant,
+    event_type: str,
+    data: dict[str, Any],
+    idempotency_key: str | None = None,
+    ordering_key: str | None = None,
 ) -> Event:
     """Store an event and one delivery per live, active subscription that wants it.
 
     Everything is written in the caller's transaction and handed to workers only after it
     commits: an event published in a transaction that rolls back is never sent. Publishing
     again with the same idempotency key within ASIRI_IDEMPOTENCY_HOURS returns the first event.
+    Events with an `ordering_key` reach each subscription in publish order, one at a time.
     """
     now = database_now()
     with transaction.atomic():
@@ -45,7 +51,14 @@ def event_publish(
             existing = _event_for_key(tenant, idempotency_key, now)
             if existing is not None:
                 return existing
-        event = Event(tenant=tenant, type=event_type, data=data, created_at=now, idempotency_key=idempotency_key)
+        event = Event(
+            tenant=tenant,
+            type=event_type,
+            data=data,
+            created_at=now,
+            idempotency_key=idempotency_key,
+            ordering_key=ordering_key,
+        )
         if idempotency_key is None:
             event.save(force_insert=True)
         else:
@@ -56,6 +69,7 @@ def event_publish(
                 # Another request with the same key won the race: answer with its event.
                 return _event_for_key(tenant, idempotency_key, now)
         subscriptions = [s for s in Subscription.objects.receiving().for_tenant(tenant) if s.wants(event_type)]
+        positions = next_positions(len(subscriptions)) if ordering_key is not None else [None] * len(subscriptions)
         Delivery.objects.bulk_create(
             [
                 Delivery(
@@ -65,8 +79,10 @@ def event_publish(
                     event_type=event_type,
                     created_at=now,
                     next_attempt_at=now,
+                    ordering_key=ordering_key,
+                    position=position,
                 )
-                for s in subscriptions
+                for s, position in zip(subscriptions, positions, strict=True)
             ]
         )
         if subscriptions:
@@ -126,7 +142,10 @@ def delivery_redeliver_many(deliveries) -> tuple[list[Delivery], list[tuple[Deli
 
 
 def delivery_redeliver(*, delivery: Delivery, wake: bool = True) -> Delivery:
-    """Start a new attempt series for a finished delivery: same webhook-id, attempts appended."""
+    """Start a new attempt series for a finished delivery: same webhook-id, attempts appended.
+
+    An ordered delivery re-enters at the end of its ordering key: after everything published with the
+    key before the redelivery, never ahead of it."""
     subscription = delivery.subscription
     if not delivery.is_test and not subscription.active:
         raise DeliveryConflict("The subscription is disabled; re-enable it before redelivering.")
@@ -141,6 +160,7 @@ def delivery_redeliver(*, delivery: Delivery, wake: bool = True) -> Delivery:
             # A result still in flight from before carries the old claim time: it will not match.
             last_attempt_at=now,
             failure_reason="",
+            **({"position": next_positions(1)[0]} if delivery.ordering_key is not None else {}),
         )
         if not restarted:
             raise DeliveryConflict("The delivery is still being attempted; wait for it to finish.")

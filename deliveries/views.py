@@ -123,6 +123,7 @@ class SubscriptionDeliveryViewSet(
             super()
             .get_queryset()
             .filter(subscription=self.get_subscription())
+            .with_waiting_on()
             .prefetch_related(Prefetch("attempts", queryset=Attempt.objects.order_by("number")))
         )
 
@@ -167,5 +168,6 @@ class EventPublishView(APIView):
             event_type=payload.validated_data["type"],
             data=payload.validated_data["data"],
             idempotency_key=payload.validated_data.get("idempotency_key"),
+            ordering_key=payload.validated_data.get("ordering_key"),
         )
         return Response(EventPublishedSerializer(event).data, status=status.HTTP_202_ACCEPTED)
