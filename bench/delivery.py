@@ -15,7 +15,9 @@ Prints, in one run, each scenario beside a baseline measured in the same run:
   6. bounded claim (`--only boundedclaim`): 5,000 deliveries to an unlimited subscription, alone
      and beside 100,000 due to one limited to 10/s, in alternating rounds: the unlimited drain
      (medians), the limited rate held, and every statement of the workers over 100 ms, timed by
-     PostgreSQL's own log.
+     PostgreSQL's own log;
+  7. ordered (`--only ordered`): 1,000 ordering keys × 5 events to one subscription against 5,000
+     without keys, in alternating rounds (medians).
 """
 
 from __future__ import annotations
@@ -247,23 +249,34 @@ def scenario_throughput(stack: Stack, tenant, events: int, publishers: int) -> d
     }
 
 
-def queue_backlog(tenant, subscription, count: int) -> list[str]:
-    """`count` deliveries to `subscription`, in the table but not due until release_backlog()."""
+def queue_backlog(tenant, subscription, count: int, keys: int = 0) -> list[str]:
+    """`count` deliveries to `subscription`, in the table but not due until release_backlog(); with `keys`,
+    spread round-robin over that many ordering keys, in publish order within each."""
     from datetime import timedelta
 
     from django.utils import timezone
 
-    from deliveries.models import Delivery, Event
+    from deliveries.models import Delivery, Event, next_positions
 
     later = timezone.now() + timedelta(days=1)
     event_type = subscription.events[0]
+    key_of = (lambda n: f"key-{n % keys}") if keys else (lambda n: None)
     events = Event.objects.bulk_create(
-        [Event(tenant=tenant, type=event_type, data={"blob": "x" * 1000}) for _ in range(count)]
+        [Event(tenant=tenant, type=event_type, data={"blob": "x" * 1000}, ordering_key=key_of(n)) for n in range(count)]
     )
+    positions = next_positions(count) if keys else [None] * count
     deliveries = Delivery.objects.bulk_create(
         [
-            Delivery(tenant=tenant, event=e, subscription=subscription, event_type=e.type, next_attempt_at=later)
-            for e in events
+            Delivery(
+                tenant=tenant,
+                event=e,
+                subscription=subscription,
+                event_type=e.type,
+                next_attempt_at=later,
+                ordering_key=e.ordering_key,
+                position=position,
+            )
+            for e, position in zip(events, positions, strict=True)
         ]
     )
     return [d.id for d in deliveries]
@@ -293,6 +306,28 @@ def scenario_drain(stack: Stack, tenant, count: int) -> dict:
     release_backlog(subscription)
     finished = wait_for_unique(stack, before + count, timeout=600)
     return {"deliveries": count, "deliveries_per_s": count / (finished - started)}
+
+
+def scenario_ordered(stack: Stack, tenant, keys: int = 1000, per_key: int = 5, rounds: int = 3) -> dict:
+    """keys × per_key deliveries with ordering keys, against the same count without, in alternating rounds."""
+    from webhooks.services import subscription_create
+
+    rates: dict[str, list[float]] = {"unordered": [], "ordered": []}
+    for round_ in range(rounds):
+        for kind in ("unordered", "ordered"):
+            subscription = subscription_create(
+                tenant=tenant,
+                url=f"http://127.0.0.1:{stack.fast_port}/{kind}-{round_}",
+                events=[f"bench.{kind}{round_}"],
+            )
+            queue_backlog(tenant, subscription, keys * per_key, keys=keys if kind == "ordered" else 0)
+            before = receiver_stats(stack)["unique"]
+            started = time.time()
+            release_backlog(subscription)
+            finished = wait_for_unique(stack, before + keys * per_key, timeout=600)
+            rates[kind].append(keys * per_key / (finished - started))
+    unordered, ordered = statistics.median(rates["unordered"]), statistics.median(rates["ordered"])
+    return {**rates, "keys": keys, "per_key": per_key, "ratio": ordered / unordered}
 
 
 def scenario_rate_limit(stack: Stack, tenant, count: int, limited_count: int = 500, rate: int = 100) -> dict:
@@ -709,7 +744,7 @@ def main() -> None:
     parser.add_argument(
         "--pg-log", help="the server's log file, as the server names it (default: Debian's, for its version)"
     )
-    scenarios = ["throughput", "drain", "slow", "fanout", "api", "ratelimit", "boundedclaim"]
+    scenarios = ["throughput", "drain", "slow", "fanout", "api", "ratelimit", "boundedclaim", "ordered"]
     parser.add_argument("--only", choices=scenarios, nargs="*")
     args = parser.parse_args()
     wanted = set(args.only or scenarios)
@@ -805,6 +840,13 @@ def main() -> None:
                     f"     max {shape['max_ms']:7.1f} ms, {shape['count']:5d} logged, "
                     f"{shape['over_100']:5d} over 100 ms: {shape['text'][:200]}"
                 )
+        if "ordered" in wanted:
+            say("\n7. Ordered: 1,000 ordering keys × 5 events to one subscription, beside 5,000 without keys")
+            r = report["ordered"] = scenario_ordered(stack, tenant, rounds=args.rounds)
+            for kind in ("unordered", "ordered"):
+                rates = " / ".join(f"{rate:.0f}" for rate in r[kind])
+                say(f"   {kind:9s} {rates} deliveries/s, median {statistics.median(r[kind]):.0f}")
+            say(f"   ratio ordered / unordered (medians): {r['ratio']:.2f}  (target ≥ 0.5)")
     finally:
         stack.down()
         (ROOT / "bench" / "out").mkdir(exist_ok=True)

@@ -106,7 +106,7 @@ def claim_due(
     with transaction.atomic():
         now = database_now()
         lease_end = now + timedelta(seconds=settings.ASIRI_DELIVERY_LEASE)
-        candidates = Delivery.objects.due(now)
+        candidates = Delivery.objects.sendable(now)
         if only_ids is not None:
             candidates = candidates.filter(pk__in=only_ids)
         share = settings.ASIRI_SEND_CONCURRENCY_PER_ENDPOINT

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from django.db import models
-from django.db.models import Q
+from django.db import connection, models
+from django.db.models import Exists, OuterRef, Q, Subquery
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -35,6 +35,8 @@ class Event(models.Model):
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     # Unique per tenant while set; cleared once older than the idempotency window so it can be reused.
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001 (unique when set)
+    # Events with the same key reach each subscription strictly in publish order (docs/architecture.md).
+    ordering_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001 (absent is not "")
 
     objects = EventQuerySet.as_manager()
 
@@ -86,6 +88,29 @@ class DeliveryQuerySet(models.QuerySet):
         so a row a worker holds is not due again until that worker has had its time."""
         return self.in_flight().filter(next_attempt_at__lte=now)
 
+    def sendable(self, now: datetime) -> DeliveryQuerySet:
+        """Due, and not behind an unfinished delivery with the same ordering key to the same subscription."""
+        ahead = self.model.objects.in_flight().filter(
+            subscription_id=OuterRef("subscription_id"),
+            ordering_key=OuterRef("ordering_key"),
+            position__lt=OuterRef("position"),
+        )
+        return self.due(now).exclude(Q(ordering_key__isnull=False) & Exists(ahead))
+
+    def with_waiting_on(self) -> DeliveryQuerySet:
+        """Annotate `waiting_on`: the unfinished delivery right before this one in its ordering key, if any."""
+        ahead = (
+            self.model.objects.in_flight()
+            .filter(
+                subscription_id=OuterRef("subscription_id"),
+                ordering_key=OuterRef("ordering_key"),
+                position__lt=OuterRef("position"),
+            )
+            .order_by("-position")
+            .values("id")[:1]
+        )
+        return self.annotate(waiting_on=Subquery(ahead))
+
     def backlog(self, now: datetime) -> dict:
         """Unfinished deliveries, in one query the `delivery_due` partial index answers: how many
         are due, how many scheduled later, and how long the oldest due one has waited (None if none)."""
@@ -118,6 +143,10 @@ class Delivery(models.Model):
     # schedule counts from here.
     series_start = models.PositiveIntegerField(default=0)
     failure_reason = models.TextField(blank=True, default="")
+    # Copied from the event; `position` orders the deliveries of one (subscription, ordering_key), from
+    # one sequence: a delivery is not sent while one before it is unfinished (a redelivery goes to the end).
+    ordering_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001 (absent is not "")
+    position = models.BigIntegerField(null=True, blank=True)
 
     objects = DeliveryQuerySet.as_manager()
 
@@ -141,6 +170,11 @@ class Delivery(models.Model):
                 fields=["subscription", "next_attempt_at"],
                 name="delivery_due_by_subscription",
                 condition=Q(status__in=["pending", "retrying"]),
+            ),
+            models.Index(
+                fields=["subscription", "ordering_key", "position"],
+                name="delivery_ordered_in_flight",
+                condition=Q(status__in=["pending", "retrying"], ordering_key__isnull=False),
             ),
             models.Index(
                 fields=["subscription", "next_attempt_at"],
@@ -224,3 +258,23 @@ class Pulse(models.Model):
         """Seconds since `name` last ran, or None if it never has."""
         at = cls.objects.filter(name=name).values_list("at", flat=True).first()
         return None if at is None else max(0.0, (now - at).total_seconds())
+
+
+POSITION_SEQUENCE = "deliveries_delivery_position"
+
+
+def next_positions(count: int) -> list[int]:
+    """`count` increasing positions for ordered deliveries, from one sequence shared by every process.
+
+    PostgreSQL has a sequence for it (migration 0008); SQLite (the embedded default) serialises
+    writers, so the largest position so far plus one cannot be taken twice.
+    """
+    if count <= 0:
+        return []
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT nextval(%s) FROM generate_series(1, %s)", [POSITION_SEQUENCE, count])
+            return [row[0] for row in cursor.fetchall()]
+        cursor.execute("SELECT COALESCE(MAX(position), 0) FROM deliveries_delivery")
+        start = cursor.fetchone()[0] + 1
+    return list(range(start, start + count))

@@ -43,6 +43,18 @@ class DeliverySerializer(serializers.ModelSerializer):
 
     event_id = serializers.CharField(read_only=True)
     attempts = AttemptSerializer(many=True, read_only=True)
+    ordering_key = serializers.CharField(
+        read_only=True, allow_null=True, help_text="The event's ordering key, if it had one."
+    )
+    waiting_on = serializers.CharField(
+        read_only=True,
+        allow_null=True,
+        default=None,
+        help_text=(
+            "For an ordered delivery not yet sent: the id of the unfinished delivery before it in its ordering key, "
+            "which must succeed or fail first."
+        ),
+    )
 
     class Meta:
         model = Delivery
@@ -57,6 +69,8 @@ class DeliverySerializer(serializers.ModelSerializer):
             "created_at",
             "last_attempt_at",
             "next_attempt_at",
+            "ordering_key",
+            "waiting_on",
         )
         read_only_fields = fields
 
@@ -153,6 +167,15 @@ class EventPublishSerializer(serializers.Serializer):
         required=False,
         trim_whitespace=False,  # opaque: " k" and "k" are different keys
         help_text="Publishing again with the same key within 24 hours returns the first event and sends nothing.",
+    )
+    ordering_key = StrictCharField(
+        max_length=200,
+        required=False,
+        trim_whitespace=False,  # opaque, like the idempotency key
+        help_text=(
+            "Events with the same key reach each subscription strictly in publish order: one is attempted only "
+            "once the one before it succeeded or failed. Other keys, and events without one, are not held up."
+        ),
     )
 
 

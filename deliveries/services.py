@@ -15,7 +15,17 @@ from django.utils import timezone
 from core.clock import database_now
 from deliveries import wakeups
 from deliveries.metrics import count_dispatcher_run
-from deliveries.models import TEST_EVENT_TYPE, Attempt, Delivery, DeliveryStatus, Event, EventSkip, Pulse, SkipReason
+from deliveries.models import (
+    TEST_EVENT_TYPE,
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    Event,
+    EventSkip,
+    Pulse,
+    SkipReason,
+    next_positions,
+)
 from tenants.models import Tenant
 from webhooks.models import Subscription
 
@@ -36,6 +46,7 @@ def event_publish(
     data: dict[str, Any],
     idempotency_key: str | None = None,
     about_subscription_id: str | None = None,
+    ordering_key: str | None = None,
 ) -> Event:
     """Store an event and one delivery per live, active subscription that wants it.
 
@@ -45,6 +56,7 @@ def event_publish(
     Every live subscription that wants it but gets no delivery (paused, disabled, or the
     subscription an operational event is about) is recorded as skipped, with one more bulk
     insert only when there is one.
+    Events with an `ordering_key` reach each subscription in publish order, one at a time.
     """
     now = database_now()
     with transaction.atomic():
@@ -52,7 +64,14 @@ def event_publish(
             existing = _event_for_key(tenant, idempotency_key, now)
             if existing is not None:
                 return existing
-        event = Event(tenant=tenant, type=event_type, data=data, created_at=now, idempotency_key=idempotency_key)
+        event = Event(
+            tenant=tenant,
+            type=event_type,
+            data=data,
+            created_at=now,
+            idempotency_key=idempotency_key,
+            ordering_key=ordering_key,
+        )
         if idempotency_key is None:
             event.save(force_insert=True)
         else:
@@ -73,6 +92,7 @@ def event_publish(
                 skips.append(EventSkip(event=event, subscription=s, reason=reason))
         if skips:
             EventSkip.objects.bulk_create(skips)
+        positions = next_positions(len(subscriptions)) if ordering_key is not None else [None] * len(subscriptions)
         Delivery.objects.bulk_create(
             [
                 Delivery(
@@ -82,8 +102,10 @@ def event_publish(
                     event_type=event_type,
                     created_at=now,
                     next_attempt_at=now,
+                    ordering_key=ordering_key,
+                    position=position,
                 )
-                for s in subscriptions
+                for s, position in zip(subscriptions, positions, strict=True)
             ]
         )
         if subscriptions:
@@ -151,7 +173,10 @@ def delivery_redeliver_many(deliveries) -> tuple[list[Delivery], list[tuple[Deli
 
 
 def delivery_redeliver(*, delivery: Delivery, wake: bool = True) -> Delivery:
-    """Start a new attempt series for a finished delivery: same webhook-id, attempts appended."""
+    """Start a new attempt series for a finished delivery: same webhook-id, attempts appended.
+
+    An ordered delivery re-enters at the end of its ordering key: after everything published with the
+    key before the redelivery, never ahead of it."""
     subscription = delivery.subscription
     if not delivery.is_test and not subscription.active:
         raise DeliveryConflict("The subscription is disabled; re-enable it before redelivering.")
@@ -166,6 +191,7 @@ def delivery_redeliver(*, delivery: Delivery, wake: bool = True) -> Delivery:
             # A result still in flight from before carries the old claim time: it will not match.
             last_attempt_at=now,
             failure_reason="",
+            **({"position": next_positions(1)[0]} if delivery.ordering_key is not None else {}),
         )
         if not restarted:
             raise DeliveryConflict("The delivery is still being attempted; wait for it to finish.")

@@ -152,6 +152,7 @@ class SubscriptionDeliveryViewSet(
             super()
             .get_queryset()
             .filter(subscription=self.get_subscription())
+            .with_waiting_on()
             .prefetch_related(Prefetch("attempts", queryset=Attempt.objects.order_by("number")))
         )
 
@@ -236,5 +237,6 @@ class EventViewSet(TenantScopedViewSetMixin, mixins.ListModelMixin, mixins.Retri
             event_type=payload.validated_data["type"],
             data=payload.validated_data["data"],
             idempotency_key=payload.validated_data.get("idempotency_key"),
+            ordering_key=payload.validated_data.get("ordering_key"),
         )
         return Response(EventPublishedSerializer(event).data, status=status.HTTP_202_ACCEPTED)

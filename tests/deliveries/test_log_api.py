@@ -71,6 +71,8 @@ def test_it_shows_each_delivery_with_its_attempts(api, alice, make_subscription)
         "created_at": item["created_at"],
         "last_attempt_at": None,
         "next_attempt_at": item["next_attempt_at"],
+        "ordering_key": None,
+        "waiting_on": None,
     }
     assert item["id"].startswith("dlv_")
 

@@ -1,0 +1,156 @@
+"""Per-key ordering: for one subscription, deliveries with the same ordering key are attempted strictly in
+publish order, each only once the one before it succeeded or failed; nothing else waits."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, defaultdict
+
+import pytest
+
+from deliveries import engine, http
+from deliveries.models import Delivery, DeliveryStatus
+from deliveries.services import delivery_redeliver, event_publish
+from tests.support import receiver as rx
+from tests.support.factories import make_due
+from tests.support.processes import celery_beat, celery_worker, wait_until
+
+
+@pytest.fixture
+def publish(alice, django_capture_on_commit_callbacks):
+    def publish_(n: int, key: str | None = None) -> str:
+        with django_capture_on_commit_callbacks(execute=False):
+            event = event_publish(tenant=alice, event_type="invoice.paid", data={"n": n}, ordering_key=key)
+        return Delivery.objects.get(event=event).id
+
+    return publish_
+
+
+def claimed_ids(limit: int = 50) -> list[str]:
+    return [c.delivery.id for c in engine.claim_due(limit=limit)]
+
+
+def test_only_the_head_of_a_key_is_claimed_and_it_blocks_its_followers_through_retries(
+    alice, make_subscription, publish, settings
+):
+    settings.ASIRI_RETRY_SCHEDULE = (5, 5)
+    make_subscription(alice)
+    first, second, third = (publish(n, key="order-42") for n in range(3))
+    (head,) = engine.claim_due(limit=50)
+    assert head.delivery.id == first
+    engine.record_outcomes([(head, http.HttpResult(500, 3))])  # retrying: still the head
+    make_due()
+    assert claimed_ids() == [first]
+    assert Delivery.objects.filter(pk__in=[second, third], attempt_count=0).count() == 2
+
+
+def test_a_finished_head_releases_the_next_one_only(alice, make_subscription, publish):
+    make_subscription(alice)
+    _first, second, _third = (publish(n, key="k") for n in range(3))
+    (head,) = engine.claim_due(limit=50)
+    engine.record_outcomes([(head, http.HttpResult(200, 3))])
+    assert claimed_ids() == [second]
+
+
+def test_a_failed_head_releases_its_followers(alice, make_subscription, publish, settings):
+    settings.ASIRI_RETRY_SCHEDULE = ()
+    make_subscription(alice)
+    first, second = publish(0, key="k"), publish(1, key="k")
+    (head,) = engine.claim_due(limit=50)
+    engine.record_outcomes([(head, http.HttpResult(500, 3))])
+    assert Delivery.objects.get(pk=first).status == DeliveryStatus.FAILED
+    assert claimed_ids() == [second]
+
+
+def test_other_keys_and_unordered_deliveries_are_not_held_up(alice, make_subscription, publish):
+    make_subscription(alice)
+    a1, a2 = publish(0, key="a"), publish(1, key="a")
+    b1 = publish(2, key="b")
+    loose = [publish(n) for n in range(3, 6)]
+    assert set(claimed_ids()) == {a1, b1, *loose}
+    assert Delivery.objects.get(pk=a2).attempt_count == 0
+
+
+def test_a_key_is_per_subscription(alice, make_subscription, django_capture_on_commit_callbacks):
+    make_subscription(alice)
+    make_subscription(alice, url="https://hooks.example.com/other")
+    with django_capture_on_commit_callbacks(execute=False):
+        first, _second = (
+            event_publish(tenant=alice, event_type="invoice.paid", data={"n": n}, ordering_key="k") for n in range(2)
+        )
+    assert {c.delivery.event_id for c in engine.claim_due(limit=50)} == {first.id}  # each subscription's first
+
+
+def test_a_redelivery_goes_to_the_end_of_its_key(alice, make_subscription, publish, django_capture_on_commit_callbacks):
+    make_subscription(alice)
+    first = publish(0, key="k")
+    (head,) = engine.claim_due(limit=50)
+    engine.record_outcomes([(head, http.HttpResult(200, 3))])
+    second = publish(1, key="k")
+    with django_capture_on_commit_callbacks(execute=False):
+        delivery_redeliver(delivery=Delivery.objects.get(pk=first))
+    assert claimed_ids() == [second]  # published before the redelivery: it goes first
+
+
+def test_the_log_says_what_an_ordered_delivery_waits_on(api, alice, make_subscription, publish):
+    subscription = make_subscription(alice)
+    first, second = publish(0, key="k"), publish(1, key="k")
+    unordered = publish(2)
+    rows = {r["id"]: r for r in api.get(f"/v1/webhooks/subscriptions/{subscription.id}/deliveries").json()["results"]}
+    assert rows[second]["waiting_on"] == first and rows[second]["ordering_key"] == "k"
+    assert rows[first]["waiting_on"] is None and rows[unordered]["waiting_on"] is None
+    detail = api.get(f"/v1/webhooks/subscriptions/{subscription.id}/deliveries/{second}").json()
+    assert detail["waiting_on"] == first
+
+
+@pytest.mark.parametrize(
+    ("ordering_key", "field_error"),
+    [("x" * 201, "no more than 200"), (5, "valid string"), ("", "blank")],
+)
+def test_publishing_refuses_a_bad_ordering_key(alice, client_for, ordering_key, field_error):
+    body = {"type": "invoice.paid", "data": {}, "ordering_key": ordering_key}
+    response = client_for(alice, ["events:write"]).post("/v1/events", body, format="json")
+    assert response.status_code == 400 and field_error in str(response.json()["ordering_key"])
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_deliver_every_key_in_publish_order_though_each_first_attempt_fails(
+    alice, make_subscription, empty_broker, tmp_path
+):
+    keys, per_key = 200, 5
+    seen: Counter = Counter()
+    lock = threading.Lock()
+
+    def fail_first_attempt(handler, index) -> None:
+        with lock:
+            seen[handler.headers["webhook-id"]] += 1
+            first = seen[handler.headers["webhook-id"]] == 1
+        rx.respond(500 if first else 200)(handler, index)
+
+    env = {
+        "ASIRI_ALLOW_PRIVATE_URLS": "1",
+        "ASIRI_REQUIRE_HTTPS": "0",
+        "ASIRI_RETRY_SCHEDULE": "0.2,0.2",
+        "ASIRI_DISPATCH_INTERVAL": "0.2",
+    }
+    with rx.Receiver() as receiver, celery_beat(tmp_path, **env), celery_worker(**env), celery_worker(**env):
+        make_subscription(alice, url=receiver.on("/ordered", fail_first_attempt))
+        published = defaultdict(list)
+        for n in range(per_key):
+            for k in range(keys):
+                event = event_publish(
+                    tenant=alice, event_type="invoice.paid", data={"k": k, "n": n}, ordering_key=f"k{k}"
+                )
+                published[f"k{k}"].append(Delivery.objects.get(event=event).id)
+        total = keys * per_key
+        assert wait_until(lambda: Delivery.objects.filter(status="succeeded").count() == total, timeout=120), (
+            Delivery.objects.filter(status="succeeded").count()
+        )
+    by_id = {d: key for key, ids in published.items() for d in ids}
+    received = defaultdict(list)
+    for request in receiver.requests:
+        received[by_id[request.headers["webhook-id"]]].append(request.headers["webhook-id"])
+    for key, ids in published.items():
+        # Each delivery twice (a failure, then its retry), and never one before the one ahead of it succeeded.
+        assert received[key] == [d for d in ids for _ in range(2)], key
