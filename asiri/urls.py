@@ -5,7 +5,7 @@ from rest_framework.routers import SimpleRouter
 
 from asiri.dashboard import dashboard
 from asiri.errors import api_not_found
-from deliveries.views import EventViewSet, SubscriptionDeliveryViewSet
+from deliveries.views import EventBatchView, EventViewSet, SubscriptionDeliveryViewSet
 from webhooks.views import SubscriptionViewSet
 
 router = SimpleRouter(trailing_slash=False)
@@ -26,6 +26,7 @@ urlpatterns = [
     path("v1/", include(router.urls)),
     path("v1/webhooks/subscriptions/<str:subscription_id>/", include(subscription_children)),
     path("v1/events", EventViewSet.as_view({"get": "list", "post": "publish"}), name="events"),
+    path("v1/events/batch", EventBatchView.as_view(), name="events-batch"),
     path("v1/events/<str:event_id>", EventViewSet.as_view({"get": "retrieve"}), name="event"),
     path("v1/openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
     re_path(r"^v1(?:/|$)", api_not_found),  # JSON, not Django's HTML page, for any other path under /v1, any method

@@ -1,3 +1,6 @@
+import json
+
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.plumbing import ResolvedComponent
@@ -183,6 +186,39 @@ class EventPublishedSerializer(serializers.Serializer):
     id = serializers.CharField()
     type = serializers.CharField()
     deliveries = serializers.IntegerField(source="delivery_count", help_text="Deliveries created for this event.")
+
+
+MAX_BATCH_EVENTS = 100
+
+
+class EventBatchSerializer(serializers.Serializer):
+    """1 to 100 events, validated all or nothing; an error names the event by its index."""
+
+    # A ListField, not many=True: its errors are keyed by index, and its bounds reach the OpenAPI document.
+    events = serializers.ListField(
+        child=EventPublishSerializer(),
+        min_length=1,
+        max_length=MAX_BATCH_EVENTS,
+        allow_empty=False,
+        help_text=(
+            f"1 to {MAX_BATCH_EVENTS} events, each as `POST /v1/events` takes it (its `data` at most 256 KB); "
+            "published in one transaction, in this order."
+        ),
+    )
+
+    def validate_events(self, events: list[dict]) -> list[dict]:
+        too_large = {
+            str(index): {"data": [f"Must be at most {settings.ASIRI_MAX_EVENT_BYTES} bytes as JSON."]}
+            for index, event in enumerate(events)
+            if len(json.dumps(event["data"], separators=(",", ":")).encode()) > settings.ASIRI_MAX_EVENT_BYTES
+        }
+        if too_large:
+            raise serializers.ValidationError(too_large)
+        return events
+
+
+class EventBatchPublishedSerializer(serializers.Serializer):
+    results = EventPublishedSerializer(many=True, help_text="One entry per event, in the order they were given.")
 
 
 class EventSerializer(serializers.ModelSerializer):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import math
-from datetime import timedelta
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from core.clock import database_now
@@ -39,6 +41,16 @@ class DeliveryConflict(Exception):
     """The delivery cannot be redelivered in its current state."""
 
 
+@dataclass(frozen=True)
+class NewEvent:
+    """One event to publish: what `POST /v1/events` takes."""
+
+    type: str
+    data: dict[str, Any]
+    idempotency_key: str | None = None
+    ordering_key: str | None = None
+
+
 def event_publish(
     *,
     tenant: Tenant,
@@ -48,70 +60,88 @@ def event_publish(
     about_subscription_id: str | None = None,
     ordering_key: str | None = None,
 ) -> Event:
-    """Store an event and one delivery per live, active subscription that wants it.
+    """Store an event and one delivery per live, active subscription that wants it (see event_publish_many)."""
+    new = NewEvent(event_type, data, idempotency_key, ordering_key)
+    return event_publish_many(tenant=tenant, events=[new], about_subscription_id=about_subscription_id)[0]
+
+
+def event_publish_many(
+    *, tenant: Tenant, events: Sequence[NewEvent], about_subscription_id: str | None = None
+) -> list[Event]:
+    """Publish events in one transaction: the events, their skips and their deliveries in one bulk insert each,
+    subscriptions matched once per distinct type, and one wake-up. Returns the events in the order given.
 
     Everything is written in the caller's transaction and handed to workers only after it
-    commits: an event published in a transaction that rolls back is never sent. Publishing
-    again with the same idempotency key within ASIRI_IDEMPOTENCY_HOURS returns the first event.
-    Every live subscription that wants it but gets no delivery (paused, disabled, or the
-    subscription an operational event is about) is recorded as skipped, with one more bulk
-    insert only when there is one.
-    Events with an `ordering_key` reach each subscription in publish order, one at a time.
+    commits: an event published in a transaction that rolls back is never sent. An idempotency key
+    used within ASIRI_IDEMPOTENCY_HOURS (before, or earlier in the same call) answers with the first
+    event and creates nothing. Every live subscription that wants an event but gets no delivery
+    (paused, disabled, or the subscription an operational event is about) is recorded as skipped.
+    Deliveries with an `ordering_key` take positions in the order given, so they are sent in it.
     """
     now = database_now()
     with transaction.atomic():
-        if idempotency_key is not None:
-            existing = _event_for_key(tenant, idempotency_key, now)
-            if existing is not None:
-                return existing
-        event = Event(
-            tenant=tenant,
-            type=event_type,
-            data=data,
-            created_at=now,
-            idempotency_key=idempotency_key,
-            ordering_key=ordering_key,
-        )
-        if idempotency_key is None:
-            event.save(force_insert=True)
-        else:
-            try:
-                with transaction.atomic():  # a savepoint, only where a key can collide
-                    event.save(force_insert=True)
-            except IntegrityError:
-                # Another request with the same key won the race: answer with its event.
-                return _event_for_key(tenant, idempotency_key, now)
-        subscriptions, skips = [], []
-        for s in Subscription.objects.live().for_tenant(tenant).only("id", "events", "active", "disabled_reason"):
-            if not s.wants(event_type):
+        try:
+            with transaction.atomic():  # a savepoint: a concurrent request may take one of the keys
+                return _publish(tenant, events, now, about_subscription_id)
+        except IntegrityError:
+            # Another request published with one of these keys in the meantime: answer with its events.
+            return _publish(tenant, events, now, about_subscription_id)
+
+
+def _publish(
+    tenant: Tenant, events: Sequence[NewEvent], now: datetime, about_subscription_id: str | None
+) -> list[Event]:
+    published = _events_for_keys(tenant, {e.idempotency_key for e in events if e.idempotency_key}, now)
+    results, fresh = [], []
+    for new in events:
+        event = published.get(new.idempotency_key) if new.idempotency_key else None
+        if event is None:
+            event = Event(
+                tenant=tenant,
+                type=new.type,
+                data=new.data,
+                created_at=now,
+                idempotency_key=new.idempotency_key,
+                ordering_key=new.ordering_key,
+            )
+            fresh.append(event)
+            if new.idempotency_key:
+                published[new.idempotency_key] = event
+        results.append(event)
+    if not fresh:
+        return results
+    Event.objects.bulk_create(fresh)
+    live = list(Subscription.objects.live().for_tenant(tenant).only("id", "events", "active", "disabled_reason"))
+    wanting = {t: [s for s in live if s.wants(t)] for t in {e.type for e in fresh}}
+    deliveries, skips = [], []
+    for event in fresh:
+        event.delivery_count = 0
+        for subscription in wanting[event.type]:
+            reason = _skip_reason(subscription, about_subscription_id)
+            if reason is not None:
+                skips.append(EventSkip(event=event, subscription=subscription, reason=reason))
                 continue
-            reason = _skip_reason(s, about_subscription_id)
-            if reason is None:
-                subscriptions.append(s)
-            else:
-                skips.append(EventSkip(event=event, subscription=s, reason=reason))
-        if skips:
-            EventSkip.objects.bulk_create(skips)
-        positions = next_positions(len(subscriptions)) if ordering_key is not None else [None] * len(subscriptions)
-        Delivery.objects.bulk_create(
-            [
+            event.delivery_count += 1
+            deliveries.append(
                 Delivery(
                     tenant=tenant,
                     event=event,
-                    subscription=s,
-                    event_type=event_type,
+                    subscription=subscription,
+                    event_type=event.type,
                     created_at=now,
                     next_attempt_at=now,
-                    ordering_key=ordering_key,
-                    position=position,
+                    ordering_key=event.ordering_key,
                 )
-                for s, position in zip(subscriptions, positions, strict=True)
-            ]
-        )
-        if subscriptions:
-            wakeups.wake_after_commit(math.ceil(len(subscriptions) / settings.ASIRI_SEND_CONCURRENCY))
-    event.delivery_count = len(subscriptions)
-    return event
+            )
+    ordered = [d for d in deliveries if d.ordering_key is not None]
+    for delivery, position in zip(ordered, next_positions(len(ordered)), strict=True):
+        delivery.position = position
+    if skips:
+        EventSkip.objects.bulk_create(skips)
+    Delivery.objects.bulk_create(deliveries)
+    if deliveries:
+        wakeups.wake_after_commit(math.ceil(len(deliveries) / settings.ASIRI_SEND_CONCURRENCY))
+    return results
 
 
 def _skip_reason(subscription: Subscription, about_subscription_id: str | None) -> SkipReason | None:
@@ -122,17 +152,21 @@ def _skip_reason(subscription: Subscription, about_subscription_id: str | None) 
     return None
 
 
-def _event_for_key(tenant: Tenant, key: str, now) -> Event | None:
+def _events_for_keys(tenant: Tenant, keys: set[str], now: datetime) -> dict[str, Event]:
+    """The events already published with these idempotency keys within the window, by key, each with its
+    delivery count; a key older than the window is freed for the new event (the old one keeps its history)."""
+    if not keys:
+        return {}
     window_start = now - timedelta(hours=settings.ASIRI_IDEMPOTENCY_HOURS)
-    event = Event.objects.filter(tenant=tenant, idempotency_key=key).first()
-    if event is None:
-        return None
-    if event.created_at < window_start:
-        # Expired: free the key for the new event (the old one keeps its history).
-        Event.objects.filter(pk=event.pk).update(idempotency_key=None)
-        return None
-    event.delivery_count = event.deliveries.count()
-    return event
+    found = {}
+    for event in Event.objects.filter(tenant=tenant, idempotency_key__in=keys).annotate(
+        delivery_count=Count("deliveries")
+    ):
+        if event.created_at < window_start:
+            Event.objects.filter(pk=event.pk).update(idempotency_key=None)
+        else:
+            found[event.idempotency_key] = event
+    return found
 
 
 def delivery_send_test(*, subscription: Subscription) -> Delivery:

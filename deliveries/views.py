@@ -7,6 +7,7 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from core.api import KeysetPagination
 from core.openapi import NO_NUL, LinkedAutoSchema, error_responses
@@ -16,11 +17,20 @@ from deliveries.serializers import (
     DeliveryDetailSerializer,
     DeliverySerializer,
     EventAccountSerializer,
+    EventBatchPublishedSerializer,
+    EventBatchSerializer,
     EventPublishedSerializer,
     EventPublishSerializer,
     EventSerializer,
 )
-from deliveries.services import DeliveryConflict, delivery_redeliver, delivery_send_test, event_publish
+from deliveries.services import (
+    DeliveryConflict,
+    NewEvent,
+    delivery_redeliver,
+    delivery_send_test,
+    event_publish,
+    event_publish_many,
+)
 from tenants.tenancy import TenantScopedViewSetMixin, is_well_formed_id
 from webhooks.models import Subscription
 
@@ -240,3 +250,34 @@ class EventViewSet(TenantScopedViewSetMixin, mixins.ListModelMixin, mixins.Retri
             ordering_key=payload.validated_data.get("ordering_key"),
         )
         return Response(EventPublishedSerializer(event).data, status=status.HTTP_202_ACCEPTED)
+
+
+class EventBatchView(APIView):
+    """POST /v1/events/batch: up to 100 events in one request and one transaction, for bulk publishers."""
+
+    required_scopes = "events:write"
+    http_method_names = ["post"]
+
+    @extend_schema(
+        summary="Publish events in a batch",
+        operation_id="publishEvents",
+        description=(
+            "Publishes 1 to 100 events as `POST /v1/events` would, validated all or nothing (a 400 names each bad "
+            "event by its index) and stored in one transaction: each `idempotency_key` behaves as on the single "
+            "call, and events with an `ordering_key` are sent in the order given. Answers with one result per "
+            "event, in order. Scope: `events:write`."
+        ),
+        request=EventBatchSerializer,
+        responses={202: EventBatchPublishedSerializer, **error_responses(400, 401, 403, 413, 415)},
+    )
+    def post(self, request) -> Response:
+        payload = EventBatchSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        events = event_publish_many(
+            tenant=request.auth.tenant,
+            events=[
+                NewEvent(e["type"], e["data"], e.get("idempotency_key"), e.get("ordering_key"))
+                for e in payload.validated_data["events"]
+            ],
+        )
+        return Response({"results": EventPublishedSerializer(events, many=True).data}, status=status.HTTP_202_ACCEPTED)

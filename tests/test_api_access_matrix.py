@@ -46,6 +46,15 @@ OPERATIONS = [
     ),
     ("publish", "post", "/v1/events", {"type": "invoice.paid", "data": {}}, "events:write", 202, False),
     ("events", "get", "/v1/events", None, "audit:read", 200, False),
+    (
+        "batch",
+        "post",
+        "/v1/events/batch",
+        {"events": [{"type": "invoice.paid", "data": {}}]},
+        "events:write",
+        202,
+        False,
+    ),
     ("event", "get", "/v1/events/{event}", None, "audit:read", 200, True),
 ]
 ALL_SCOPES = ["webhooks:read", "webhooks:write", "audit:read", "events:write"]

@@ -118,6 +118,7 @@ def test_the_walk_reaches_every_operation():
         "delivery",
         "delivery-redeliver",
         "events",
+        "events-batch",
         "event",
         "openapi",
     }

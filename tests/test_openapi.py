@@ -23,6 +23,8 @@ CONTRACT = {
     # accounting for every event
     ("get", "/v1/events"),
     ("get", "/v1/events/{event_id}"),
+    # publishing in bulk
+    ("post", "/v1/events/batch"),
 }
 
 
