@@ -231,8 +231,29 @@ def ssrf_hosts() -> list[str]:
     return ipv4 + [f"[{h}]" for h in ipv6] + names + unicode
 
 
+def embedded_ipv4_forms() -> list[str]:
+    """Each private IPv4 address in every IPv6 form that carries one."""
+    import ipaddress
+
+    forms = []
+    for text in ("127.0.0.1", "10.0.0.1", "169.254.169.254", "192.168.1.1", "100.64.0.1"):
+        v4 = int(ipaddress.IPv4Address(text))
+        for prefix, shift, mask in (
+            ("::ffff:0:0", 0, 0),  # mapped
+            ("::ffff:0:0:0", 0, 0),  # translated
+            ("::", 0, 0),  # compatible
+            ("64:ff9b::", 0, 0),  # NAT64
+            ("64:ff9b:1::", 0, 0),  # local-use NAT64
+            ("2002::", 80, 0),  # 6to4
+            ("2001:0:4136:e378:8000:63bf::", 0, 0xFFFFFFFF),  # Teredo, client inverted
+        ):
+            forms.append(str(ipaddress.IPv6Address(int(ipaddress.IPv6Address(prefix)) | ((v4 ^ mask) << shift))))
+    return sorted(set(forms), key=forms.index)
+
+
 def ssrf_urls() -> list[str]:
     urls = [f"https://{host}/hook" for host in ssrf_hosts()]
+    urls += [f"https://[{form}]/hook" for form in embedded_ipv4_forms() if f"[{form}]" not in ssrf_hosts()]
     tricks = [
         "https://hooks.example.com@127.0.0.1/hook",
         "https://hooks.example.com:443@169.254.169.254/",
@@ -523,6 +544,34 @@ def attack_isolation(world: World) -> None:
             cat.check(
                 f"{method} {path} on {what}", ok, f"-> {attack.status_code} (unknown id: {reference.status_code})"
             )
+    # The id in other spellings, and the methods no handler names.
+    for spelling in (victim.id.upper(), victim.id.lower(), f"{victim.id}%20", f"%20{victim.id}", victim.id[:-1]):
+        response = charlie("GET", f"/v1/webhooks/subscriptions/{spelling}")
+        cat.check(f"GET alice's id spelled {spelling!r}", response.status_code == 404, f"-> {response.status_code}")
+    for method in ("HEAD", "OPTIONS"):
+        for path in (f"/v1/webhooks/subscriptions/{victim.id}", f"/v1/webhooks/subscriptions/{victim.id}/deliveries"):
+            response = charlie(method, path)
+            ok = response.status_code in (404, 405) and victim.id.encode() not in response.content
+            cat.check(
+                f"{method} {path.replace(victim.id, '{id}')} on alice's subscription", ok, f"-> {response.status_code}"
+            )
+    before = snapshot()
+    response = charlie("POST", "/v1/webhooks/subscriptions", {"url": ONCE, "id": victim.id, "tenant": "alice"})
+    created = response.json().get("id") if response.status_code == 201 else None
+    from webhooks.models import Subscription
+
+    ok = created != victim.id and Subscription.objects.get(pk=victim.id).description == "alice's"
+    ok = (
+        ok and not Subscription.objects.filter(tenant=world.alice).exclude(pk__in=[r["id"] for r in before[0]]).exists()
+    )
+    cat.check("create with alice's subscription id and tenant in the body", ok, f"-> {response.status_code}")
+    response = charlie("PATCH", f"/v1/webhooks/subscriptions/{own.id}", {"id": victim.id, "tenant": "alice"})
+    own.refresh_from_db()
+    cat.check(
+        "PATCH own subscription to alice's id and tenant",
+        own.tenant_id == world.charlie.pk and Subscription.objects.get(pk=victim.id).tenant_id == world.alice.pk,
+        f"-> {response.status_code}",
+    )
     listing = charlie("GET", "/v1/webhooks/subscriptions?limit=100")
     cat.check("list never shows alice's subscription", victim.id not in listing.text, f"-> {listing.status_code}")
     from deliveries.models import Delivery
@@ -531,6 +580,9 @@ def attack_isolation(world: World) -> None:
     charlie("POST", "/v1/events", {"type": "never.sent", "data": {}})
     after = Delivery.objects.filter(tenant=world.alice).count()
     cat.check("charlie's event makes no delivery for alice", after == before, f"-> {before} then {after}")
+    charlie("POST", "/v1/events", {"type": "never.sent", "data": {}, "tenant": "alice", "tenant_id": world.alice.pk})
+    after = Delivery.objects.filter(tenant=world.alice).count()
+    cat.check("charlie's event naming alice as its tenant", after == before, f"-> {before} then {after}")
     # Charlie's own delivery is reachable (the vectors above are not refused for a reason that hides a bug).
     assert charlie("GET", f"/v1/webhooks/subscriptions/{own.id}/deliveries/{own_delivery.id}").status_code == 200
 
