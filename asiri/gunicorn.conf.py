@@ -8,6 +8,10 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
+# gunicorn would take X-Forwarded-Proto, X-Forwarded-Protocol and X-Forwarded-Ssl for https from any loopback
+# peer (its forwarded_allow_ips default) before Django sees the request: asiri.proxies alone decides.
+secure_scheme_headers: dict[str, str] = {}
+
 # The access log names no credential a client may have sent: no `%(u)s` (gunicorn decodes the user of
 # `Authorization: Basic`, so `curl -u "$KEY:"` wrote the key), no query string (`?api_key=…`,
 # `?access_token=…`), no Referer (a page's address with a token in it). The path, the status, the

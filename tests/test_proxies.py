@@ -7,10 +7,12 @@ import logging
 from ipaddress import ip_network
 
 import pytest
+import requests
 from django.test import RequestFactory
 
 from asiri.logs import JsonFormatter
 from asiri.proxies import client_address
+from tests.support.processes import free_port, gunicorn, wait_until
 from tests.support.settings import start
 
 PROXY = "10.0.0.2"
@@ -102,3 +104,29 @@ def test_proxy_and_https_settings_default_to_trusting_no_proxy():
 def test_a_bad_proxy_or_https_setting_fails_at_start_naming_the_variable(variable, value):
     result = start(**{variable: value})
     assert result.returncode != 0 and variable in result.stderr
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_gunicorn_takes_no_scheme_header_from_a_peer_that_is_not_a_trusted_proxy():
+    """gunicorn trusts loopback peers by default: the attack replay got HSTS and https links with these."""
+    forged = [{"X-Forwarded-Proto": "https"}, {"X-Forwarded-Protocol": "ssl"}, {"X-Forwarded-Ssl": "on"}]
+    for trusted, taken_for_https in (("", []), ("127.0.0.1/32,::1/128", [True, False, False])):
+        port = free_port()
+        with gunicorn(port, workers=1, ASIRI_TRUSTED_PROXIES=trusted):
+            assert wait_until(lambda p=port: _answers(p), timeout=30)
+            hsts = [_hsts(port, headers) for headers in forged]
+        assert hsts == (taken_for_https or [False, False, False]), trusted
+
+
+def _answers(port: int) -> bool:
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
+def _hsts(port: int, headers: dict[str, str]) -> bool:
+    response = requests.get(f"http://127.0.0.1:{port}/admin/login/", headers=headers, timeout=10)
+    assert response.status_code == 200
+    return "Strict-Transport-Security" in response.headers

@@ -45,6 +45,7 @@ BLOCKED_NETWORKS = tuple(
         "64:ff9b:1::/48",  # local-use NAT64 (RFC 8215): only this network's translator knows where it goes
         "100::/64",  # discard-only
         "2001:db8::/32",  # documentation
+        "3fff::/20",  # documentation (RFC 9637), which Python before 3.14 calls global
         "fc00::/7",  # unique local
         "fe80::/10",  # link-local
         "fec0::/10",  # site-local (deprecated)

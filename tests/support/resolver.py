@@ -48,3 +48,21 @@ def public_resolve(host: str, port: int) -> list[str]:
         return local_resolve(host, port)
     except socket.gaierror:
         return ["93.184.215.14"]
+
+
+TABLE.update(
+    {
+        # Loopback names for the attack replay's send-time vectors (scripts/attack_replay.py).
+        "loopback-range.test": ["127.0.0.53"],
+        "both-loopbacks.test": ["::1", "127.0.0.1"],
+    }
+)
+
+
+def loopback_resolve(host: str, port: int) -> list[str]:
+    """The table, refusing to answer for any name with an answer off this machine: a worker that
+    only ever resolves to loopback cannot be talked into sending anywhere else."""
+    answers = local_resolve(host, port)
+    if not all(answer in ("::", "0.0.0.0", "::1") or answer.startswith(("127.", "::ffff:127.")) for answer in answers):
+        raise socket.gaierror(socket.EAI_NONAME, f"{host} resolves off loopback: not answered here")
+    return answers

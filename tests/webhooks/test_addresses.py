@@ -71,6 +71,7 @@ BLOCKED = [
     "2002:7f00:1::",
     "2002:c0a8:101::1",
     "2001:db8::1",
+    "3fff::1",  # the newer documentation block: the attack replay got it past create
     "fc00::1",
     "fd12:3456::1",
     "fe80::1",
