@@ -80,8 +80,10 @@ def event_publish_many(
     """
     now = database_now()
     with transaction.atomic():
+        if not any(e.idempotency_key for e in events):
+            return _publish(tenant, events, now, about_subscription_id)
         try:
-            with transaction.atomic():  # a savepoint: a concurrent request may take one of the keys
+            with transaction.atomic():  # a savepoint, only where a concurrent request may take one of the keys
                 return _publish(tenant, events, now, about_subscription_id)
         except IntegrityError:
             # Another request published with one of these keys in the meantime: answer with its events.
