@@ -17,6 +17,7 @@ from deliveries import wakeups
 from deliveries.metrics import count_dispatcher_run
 from deliveries.models import TEST_EVENT_TYPE, Attempt, Delivery, DeliveryStatus, Event, Pulse
 from deliveries.outcomes import stop_pending
+from deliveries.recovery import RECOVER, recoveries_to_wake
 from tenants.models import Tenant
 from webhooks.models import Subscription
 
@@ -164,6 +165,9 @@ def deliveries_dispatch() -> int:
     )
     for subscription in recently_stopped.only("id", "active", "deleted_at", "disabled_reason"):
         stop_pending([subscription.id], f"Stopped: {subscription.stop_reason}")
+    for recovery_id in recoveries_to_wake(now):
+        # Its wake-up was lost (or its worker died): a second one finds it claimed if not.
+        wakeups.send(RECOVER, [recovery_id])
     capacity = settings.ASIRI_SEND_CONCURRENCY
     due = Delivery.objects.due(now).values("pk")[: capacity * MAX_WAKEUPS_PER_DISPATCH].count()
     for _ in range(math.ceil(due / capacity)):

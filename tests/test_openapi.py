@@ -20,6 +20,9 @@ CONTRACT = {
     ("post", "/v1/webhooks/subscriptions/{id}/rotate-secret"),
     ("get", "/v1/webhooks/subscriptions/{subscription_id}/deliveries/{delivery_id}"),
     ("post", "/v1/webhooks/subscriptions/{subscription_id}/deliveries/{delivery_id}/redeliver"),
+    # issue #12: recover a time range
+    ("post", "/v1/webhooks/subscriptions/{subscription_id}/recover"),
+    ("get", "/v1/webhooks/subscriptions/{subscription_id}/recoveries/{recovery_id}"),
 }
 
 
