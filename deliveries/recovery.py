@@ -46,20 +46,26 @@ class RecoveryRangeError(ValueError):
 
 def subscription_recover(*, subscription: Subscription, since: datetime, until: datetime | None = None) -> Recovery:
     """Queue a recovery of [since, until) (until defaults to now) and wake a worker after commit."""
-    if subscription.is_deleted or not subscription.active:
-        raise RecoveryConflict("The subscription is paused or disabled: re-enable it first.")
     now = database_now()
-    until = now if until is None else until
-    if since < now - timedelta(days=MAX_RECOVERY_DAYS):
-        raise RecoveryRangeError("since", f"Must be at most {MAX_RECOVERY_DAYS} days ago.")
-    if since >= until:
-        raise RecoveryRangeError("until", "Must be later than since.")
+    until = recovery_check(subscription=subscription, since=since, until=until, now=now)
     with transaction.atomic():
         recovery = Recovery.objects.create(
             tenant_id=subscription.tenant_id, subscription=subscription, since=since, until=until, created_at=now
         )
         transaction.on_commit(lambda: wakeups.send(RECOVER, [recovery.id]))
     return recovery
+
+
+def recovery_check(*, subscription: Subscription, since: datetime, until: datetime | None, now: datetime) -> datetime:
+    """The range's end if the subscription may recover [since, until); raises the reason it may not."""
+    if subscription.is_deleted or not subscription.active:
+        raise RecoveryConflict("The subscription is paused or disabled: re-enable it first.")
+    until = now if until is None else until
+    if since < now - timedelta(days=MAX_RECOVERY_DAYS):
+        raise RecoveryRangeError("since", f"Must be at most {MAX_RECOVERY_DAYS} days ago.")
+    if since >= until:
+        raise RecoveryRangeError("until", "Must be later than since.")
+    return until
 
 
 def recovery_preview(*, subscription: Subscription, since: datetime, until: datetime) -> dict[str, int]:

@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -22,10 +23,12 @@ from django.core.exceptions import ValidationError
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
+from django.utils import timezone
 from hypothesis import HealthCheck, reject, settings
 from schemathesis.core.parameters import ParameterLocation
 
 from core.api import KeysetPagination
+from deliveries.filters import parse_rfc3339
 from deliveries.models import Delivery
 from webhooks.addresses import UNDELIVERABLE
 from webhooks.validators import validate_webhook_url
@@ -134,6 +137,21 @@ def prepare(case: schemathesis.Case, world: World, *, real_ids: bool = True) -> 
     if not negated(ParameterLocation.BODY) and _names_a_private_address(case.body):
         # Which hosts are private depends on DNS, so no document can say; tests/webhooks cover it.
         reject()
+    if not negated(ParameterLocation.BODY) and case.operation.path.endswith("/recover"):
+        _within_the_recovery_window(case.body)
+
+
+def _within_the_recovery_window(body: object) -> None:
+    """A generated range moved into the last 14 days where it is not: "at most 14 days ago" and
+    "since before until" are relative to now and to each other, which no schema can state."""
+    if not isinstance(body, dict) or not isinstance(body.get("since"), str):
+        return
+    now = timezone.now()
+    since, until = parse_rfc3339(body["since"]), parse_rfc3339(body.get("until") or "")
+    if since is None or since < now - timedelta(days=13) or since >= (until or now):
+        body["since"] = (now - timedelta(hours=1)).isoformat()
+        if until is not None and until <= now:
+            body["until"] = now.isoformat()
 
 
 def _names_a_private_address(body: object) -> bool:
