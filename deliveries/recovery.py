@@ -134,7 +134,13 @@ def _failed(subscription: Subscription, since: datetime, until: datetime, starte
 def _redeliver_failed(recovery: Recovery, now: datetime) -> int:
     total = 0
     while True:
-        ids = _failed(recovery.subscription, recovery.since, recovery.until, now).values("pk")[:RECOVERY_BATCH]
+        ids = list(
+            _failed(recovery.subscription, recovery.since, recovery.until, now).values_list("pk", flat=True)[
+                :RECOVERY_BATCH
+            ]
+        )
+        if not ids:
+            return total
         with transaction.atomic():
             # Guarded on status again: a row redelivered by hand meanwhile is left alone.
             restarted = Delivery.objects.filter(pk__in=ids, status=DeliveryStatus.FAILED).update(
@@ -146,8 +152,6 @@ def _redeliver_failed(recovery: Recovery, now: datetime) -> int:
             )
             Recovery.objects.filter(pk=recovery.pk).update(redelivered=F("redelivered") + restarted)
         total += restarted
-        if not restarted:
-            return total
 
 
 def _type_filter(patterns: list[str]) -> Q:
