@@ -15,7 +15,7 @@ from django.utils import timezone
 from core.clock import database_now
 from deliveries import wakeups
 from deliveries.metrics import count_dispatcher_run
-from deliveries.models import TEST_EVENT_TYPE, Attempt, Delivery, DeliveryStatus, Event, Pulse
+from deliveries.models import TEST_EVENT_TYPE, Attempt, Delivery, DeliveryStatus, Event, Pulse, Recovery
 from deliveries.outcomes import stop_pending
 from deliveries.recovery import RECOVER, recoveries_to_wake
 from tenants.models import Tenant
@@ -179,7 +179,7 @@ def deliveries_dispatch() -> int:
 
 def deliveries_purge_expired(*, days: int | None = None, batch: int = PURGE_BATCH) -> int:
     """Delete events, deliveries and attempts older than the retention period, a batch at a time
-    so no statement holds long locks; soft-deleted subscriptions past it go too."""
+    so no statement holds long locks; recoveries and soft-deleted subscriptions past it go too."""
     cutoff = timezone.now() - timedelta(days=settings.ASIRI_RETENTION_DAYS if days is None else days)
     removed = 0
     while True:
@@ -195,5 +195,7 @@ def deliveries_purge_expired(*, days: int | None = None, batch: int = PURGE_BATC
         if not ids:
             break
         Event.objects.filter(pk__in=ids).delete()
+    # A recovery past retention describes deliveries that are gone; there are few, so no batches.
+    Recovery.objects.filter(created_at__lt=cutoff).delete()
     Subscription.objects.filter(deleted_at__lt=cutoff, deliveries__isnull=True).delete()
     return removed
