@@ -18,7 +18,7 @@ TEST_ENV := PATH="$(BIN):$$PATH" DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER
 UNIT_ENV := PATH="$(BIN):$$PATH" DATABASE_URL=sqlite://:memory: CELERY_BROKER_URL=memory:// DJANGO_DEBUG=0 \
 	DJANGO_SECRET_KEY=unit-tests-only-not-a-secret-0123456789abcdefghijklmnopqrstuvwxyz
 
-.PHONY: install run test test-unit fuzz lint services fmt clean bench bench-admin
+.PHONY: install run test test-unit fuzz lint services fmt clean bench bench-admin bench-recovery
 
 # The development set (the service's requirements, the test tools and honcho, which `make run` uses).
 $(STAMP): requirements.txt requirements-dev.txt
@@ -68,3 +68,6 @@ bench: install services
 
 bench-admin: install services
 	@PATH="$(BIN):$$PATH" $(BIN)/python bench/admin.py
+
+bench-recovery: install services
+	@PATH="$(BIN):$$PATH" $(BIN)/python bench/recovery.py

@@ -4,15 +4,29 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import quote, unquote
+from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, QuerySet, Subquery
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
 from core.paginators import BoundedCountPaginator
 from deliveries.admin import STATUS_COLOURS, badge
-from deliveries.models import Delivery
+from deliveries.models import Delivery, Recovery
+from deliveries.recovery import (
+    MAX_RECOVERY_DAYS,
+    RecoveryConflict,
+    RecoveryRangeError,
+    recovery_check,
+    recovery_preview,
+    subscription_recover,
+)
 from deliveries.services import delivery_send_test
 from webhooks.headers import shown
 from webhooks.models import Subscription
@@ -60,6 +74,28 @@ class FailingFilter(admin.SimpleListFilter):
         return queryset
 
 
+class RecoveryInline(admin.TabularInline):
+    """A subscription's recoveries, newest first: read-only, started with the Recover… action."""
+
+    model = Recovery
+    extra = 0
+    can_delete = False
+    ordering = ("-created_at",)
+    fields = ("id", "status", "since", "until", "redelivered", "recovered_missed", "created_at", "finished_at")
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class RecoverForm(forms.Form):
+    since = forms.DateTimeField(help_text=f"UTC, e.g. 2026-01-31 09:30; at most {MAX_RECOVERY_DAYS} days ago.")
+    until = forms.DateTimeField(required=False, help_text="UTC; empty: now.")
+
+
 @admin.register(Subscription)
 class SubscriptionAdmin(admin.ModelAdmin):
     list_display = ("id", "tenant", "url", "events", "state", "last_outcome", "failure_streak", "created_at")
@@ -70,7 +106,8 @@ class SubscriptionAdmin(admin.ModelAdmin):
     show_full_result_count = False
     paginator = BoundedCountPaginator
     ordering = ("-created_at",)
-    actions = ["send_test", "pause", "reenable", "rotate_secret"]
+    actions = ["send_test", "pause", "reenable", "recover", "rotate_secret"]
+    inlines = [RecoveryInline]
     # The signing secret is deliberately absent: it is shown once, when a superuser rotates it.
     fields = (
         "id",
@@ -84,11 +121,16 @@ class SubscriptionAdmin(admin.ModelAdmin):
         "state",
         "failure_streak",
         "deliveries",
+        "recover_link",
         "created_at",
         "updated_at",
         "deleted_at",
     )
     readonly_fields = fields
+
+    def get_urls(self):
+        recover = self.admin_site.admin_view(self.recover_view)
+        return [path("<path:object_id>/recover/", recover, name="webhooks_subscription_recover"), *super().get_urls()]
 
     def get_queryset(self, request):
         latest = Delivery.objects.filter(subscription=OuterRef("pk")).order_by("-created_at")
@@ -135,6 +177,65 @@ class SubscriptionAdmin(admin.ModelAdmin):
             subscription.id,
         )
 
+    @admin.display(description="recover")
+    def recover_link(self, subscription: Subscription):
+        link = reverse("admin:webhooks_subscription_recover", args=[quote(subscription.id)])
+        return format_html('<a href="{}">Recover a time range…</a> (failed deliveries and missed events)', link)
+
+    @admin.action(
+        description="Recover… (one subscription: failed deliveries and missed events)", permissions=["recover"]
+    )
+    def recover(self, request: HttpRequest, queryset: QuerySet):
+        chosen = list(queryset.values_list("pk", flat=True)[:2])
+        if len(chosen) != 1:
+            self.message_user(request, "Recover one subscription at a time.", messages.ERROR)
+            return None
+        return HttpResponseRedirect(reverse("admin:webhooks_subscription_recover", args=[quote(chosen[0])]))
+
+    def recover_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """A time range, then the counts it will touch, and only then the recovery itself."""
+        if not self.has_recover_permission(request):
+            raise PermissionDenied
+        subscription = get_object_or_404(Subscription.objects.live(), pk=unquote(object_id))
+        change_page = reverse("admin:webhooks_subscription_change", args=[quote(subscription.id)])
+        now = timezone.now()
+        form = RecoverForm(request.POST or None, initial={"since": now - timedelta(hours=1), "until": now})
+        preview = None
+        if request.method == "POST" and form.is_valid():
+            since, until = form.cleaned_data["since"], form.cleaned_data["until"]
+            try:
+                if request.POST.get("confirmed") == "yes":
+                    recovery = subscription_recover(subscription=subscription, since=since, until=until)
+                    self.message_user(
+                        request,
+                        f"Recovery {recovery.id} queued: its counts appear below when it is done.",
+                        messages.SUCCESS,
+                    )
+                    return HttpResponseRedirect(change_page)
+                until = recovery_check(subscription=subscription, since=since, until=until, now=now)
+                preview = {
+                    "since": since,
+                    "until": until,
+                    **recovery_preview(subscription=subscription, since=since, until=until),
+                }
+            except RecoveryRangeError as exc:
+                form.add_error(exc.field, str(exc))
+            except RecoveryConflict as exc:
+                form.add_error(None, str(exc))
+        return TemplateResponse(
+            request,
+            "admin/webhooks/subscription/recover.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": f"Recover {subscription.id}",
+                "subscription": subscription,
+                "form": form,
+                "preview": preview,
+                "change_page": change_page,
+                "opts": self.model._meta,
+            },
+        )
+
     @admin.action(description="Send a test event", permissions=["operate"])
     def send_test(self, request: HttpRequest, queryset: QuerySet) -> None:
         sent = [delivery_send_test(subscription=s).id for s in queryset.filter(deleted_at__isnull=True)]
@@ -164,6 +265,9 @@ class SubscriptionAdmin(admin.ModelAdmin):
 
     def has_operate_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("webhooks.operate_subscription")
+
+    def has_recover_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("deliveries.recover_subscription")
 
     def has_rotate_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("webhooks.rotate_secret_subscription")

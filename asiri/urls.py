@@ -5,7 +5,7 @@ from rest_framework.routers import SimpleRouter
 
 from asiri.dashboard import dashboard
 from asiri.errors import api_not_found
-from deliveries.views import EventBatchView, EventViewSet, SubscriptionDeliveryViewSet
+from deliveries.views import EventBatchView, EventViewSet, SubscriptionDeliveryViewSet, SubscriptionRecoveryViewSet
 from webhooks.views import SubscriptionViewSet
 
 router = SimpleRouter(trailing_slash=False)
@@ -20,6 +20,12 @@ subscription_children = [
         name="delivery-redeliver",
     ),
     path("test", SubscriptionDeliveryViewSet.as_view({"post": "test"}), name="subscription-test"),
+    path("recover", SubscriptionRecoveryViewSet.as_view({"post": "recover"}), name="subscription-recover"),
+    path(
+        "recoveries/<str:recovery_id>",
+        SubscriptionRecoveryViewSet.as_view({"get": "retrieve"}),
+        name="subscription-recovery",
+    ),
 ]
 
 urlpatterns = [

@@ -92,10 +92,14 @@ LINKS: dict[tuple[str, int], dict[str, dict]] = {
         ("rotateSubscriptionSecret", _NEW_SUBSCRIPTION),
         ("sendTestEvent", _ITS_DELIVERIES),
         ("listDeliveries", _ITS_DELIVERIES),
+        ("recoverSubscription", _ITS_DELIVERIES),
     ),
     ("sendTestEvent", 202): _links(("getDelivery", _NEW_DELIVERY), ("redeliverDelivery", _NEW_DELIVERY)),
     ("redeliverDelivery", 202): _links(("getDelivery", _NEW_DELIVERY)),
     ("publishEvent", 202): _links(("getEvent", {"event_id": "$response.body#/id"})),
+    ("recoverSubscription", 202): _links(
+        ("getRecovery", {"subscription_id": "$request.path.subscription_id", "recovery_id": "$response.body#/id"})
+    ),
 }
 
 

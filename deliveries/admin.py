@@ -16,6 +16,10 @@ from core.paginators import BoundedCountPaginator
 from deliveries.models import Attempt, Delivery, DeliveryStatus, Event, SkipReason
 from deliveries.services import delivery_redeliver_many
 
+# The bulk redeliver takes at most this many; more selected are counted (up to the bound) and named.
+REDELIVER_CAP = 500
+LEFT_OUT_COUNT_BOUND = 10_000
+
 STATUS_COLOURS = {
     DeliveryStatus.SUCCEEDED: "#2e7d32",
     DeliveryStatus.FAILED: "#c62828",
@@ -175,8 +179,12 @@ class DeliveryAdmin(admin.ModelAdmin):
 
     @admin.action(description="Redeliver the selected deliveries", permissions=["redeliver"])
     def redeliver(self, request: HttpRequest, queryset: QuerySet):
-        deliveries = list(queryset.select_related("subscription")[:500])
+        deliveries = list(queryset.select_related("subscription")[:REDELIVER_CAP])
         if request.POST.get("confirmed") != "yes":
+            left_out = 0
+            if len(deliveries) == REDELIVER_CAP:
+                # Bounded like the list's own count: "select all" may cover millions of rows.
+                left_out = queryset.values("pk")[REDELIVER_CAP : REDELIVER_CAP + LEFT_OUT_COUNT_BOUND].count()
             endpoints = sorted({d.subscription.url for d in deliveries})
             return TemplateResponse(
                 request,
@@ -186,6 +194,9 @@ class DeliveryAdmin(admin.ModelAdmin):
                     "title": "Redeliver these deliveries?",
                     "deliveries": deliveries,
                     "endpoints": endpoints,
+                    "cap": REDELIVER_CAP,
+                    "left_out": left_out,
+                    "left_out_bounded": left_out == LEFT_OUT_COUNT_BOUND,
                     "opts": self.model._meta,
                     "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
                 },
@@ -193,6 +204,15 @@ class DeliveryAdmin(admin.ModelAdmin):
         started, refused = delivery_redeliver_many(deliveries)
         if started:
             self.message_user(request, f"Redelivering {len(started)} deliveries.", messages.SUCCESS)
+        left_out = request.POST.get("left_out", "")
+        if left_out.isdigit() and int(left_out):
+            more = f"{int(left_out):,}{' or more' if int(left_out) >= LEFT_OUT_COUNT_BOUND else ''}"
+            self.message_user(
+                request,
+                f"{more} more selected deliveries were not redelivered: at most {REDELIVER_CAP} go at a time. "
+                "Select them again (the failed ones are still failed) to send the next ones.",
+                messages.WARNING,
+            )
         for delivery, reason in refused:
             self.message_user(request, f"{delivery.id}: {reason}", messages.WARNING)
         return None

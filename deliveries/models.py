@@ -278,3 +278,49 @@ def next_positions(count: int) -> list[int]:
         cursor.execute("SELECT COALESCE(MAX(position), 0) FROM deliveries_delivery")
         start = cursor.fetchone()[0] + 1
     return list(range(start, start + count))
+
+
+def new_recovery_id() -> str:
+    return new_id("rcv")
+
+
+class RecoveryStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+
+
+class RecoveryQuerySet(models.QuerySet):
+    def for_tenant(self, tenant: Tenant) -> RecoveryQuerySet:
+        return self.filter(tenant=tenant)
+
+
+class Recovery(models.Model):
+    """A time range of one subscription to send again: its failed deliveries and the events it missed."""
+
+    id = models.CharField(primary_key=True, max_length=40, default=new_recovery_id, editable=False)
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="recoveries")
+    subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="recoveries")
+    since = models.DateTimeField()
+    until = models.DateTimeField()
+    status = models.CharField(max_length=16, choices=RecoveryStatus.choices, default=RecoveryStatus.QUEUED)
+    # null until the run starts; then added to batch by batch, so a run taken over after a crash keeps counting.
+    redelivered = models.PositiveIntegerField(null=True, blank=True)
+    recovered_missed = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = RecoveryQuerySet.as_manager()
+
+    class Meta:
+        verbose_name_plural = "recoveries"
+        permissions = [("recover_subscription", "Can recover a subscription's failed and missed deliveries")]
+        indexes = [
+            models.Index(fields=["subscription", "-created_at"], name="recovery_newest"),
+            # The dispatcher's look for recoveries whose wake-up was lost: few rows, unfinished only.
+            models.Index(fields=["created_at"], name="recovery_unfinished", condition=~Q(status="done")),
+        ]
+
+    def __str__(self) -> str:
+        return self.id

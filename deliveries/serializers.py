@@ -1,14 +1,18 @@
 import json
+from datetime import datetime
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from drf_spectacular.extensions import OpenApiSerializerFieldExtension
+from drf_spectacular.extensions import OpenApiSerializerExtension, OpenApiSerializerFieldExtension
 from drf_spectacular.plumbing import ResolvedComponent
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from core.api import MAX_JSON_DEPTH, TOO_DEEP, StrictCharField
 from core.openapi import NO_NUL
-from deliveries.models import Attempt, Delivery, Event, EventSkip, SkipReason
+from deliveries.filters import parse_rfc3339
+from deliveries.models import Attempt, Delivery, Event, EventSkip, Recovery, SkipReason
+from deliveries.recovery import MAX_RECOVERY_DAYS
 from webhooks.events import PUBLISHABLE_EVENT_NAME_REGEX, RESERVED_PREFIXES, FullMatchValidator, is_reserved
 
 
@@ -269,3 +273,50 @@ class EventAccountSerializer(EventSerializer):
     class Meta(EventSerializer.Meta):
         fields = (*EventSerializer.Meta.fields, "deliveries", "skipped")
         read_only_fields = fields
+
+
+class RecoverySerializer(serializers.ModelSerializer):
+    """A recovery: `redelivered` and `recovered_missed` are null until it runs, then count up to the totals."""
+
+    class Meta:
+        model = Recovery
+        fields = ("id", "status", "since", "until", "redelivered", "recovered_missed", "created_at")
+        read_only_fields = fields
+
+
+@extend_schema_field({"type": "string", "format": "date-time"})
+class Rfc3339Field(serializers.Field):
+    """An RFC 3339 date-time, exactly as the OpenAPI `date-time` format has it, as a UTC instant."""
+
+    def to_internal_value(self, data) -> datetime:
+        moment = parse_rfc3339(data) if isinstance(data, str) else None
+        if moment is None:
+            raise serializers.ValidationError("Must be an RFC 3339 date-time, such as 2026-01-31T09:30:00Z.")
+        return moment
+
+    def to_representation(self, value: datetime) -> str:
+        return value.isoformat()
+
+
+class RecoverSerializer(serializers.Serializer):
+    """The body of a recover: a range, and nothing else (an unknown field is a 400 naming it)."""
+
+    since = Rfc3339Field(help_text=f"Start of the range (inclusive), at most {MAX_RECOVERY_DAYS} days ago.")
+    until = Rfc3339Field(required=False, help_text="End of the range (exclusive), later than `since`; default now.")
+
+    def to_internal_value(self, data) -> dict:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({key[:200]: ["Unknown field."] for key in unknown})
+        return super().to_internal_value(data)
+
+
+class RecoverSchema(OpenApiSerializerExtension):
+    """The document says what the serializer enforces: no member besides `since` and `until`."""
+
+    target_class = RecoverSerializer
+
+    def map_serializer(self, auto_schema, direction) -> dict:
+        schema = auto_schema._map_basic_serializer(self.target, direction)
+        return {**schema, "additionalProperties": False}

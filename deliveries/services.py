@@ -25,9 +25,11 @@ from deliveries.models import (
     Event,
     EventSkip,
     Pulse,
+    Recovery,
     SkipReason,
     next_positions,
 )
+from deliveries.recovery import RECOVER, recoveries_to_wake
 from tenants.models import Tenant
 from webhooks.models import Subscription
 
@@ -251,6 +253,9 @@ def deliveries_dispatch() -> int:
     )
     for subscription in recently_stopped.only("id", "active", "deleted_at", "disabled_reason"):
         Delivery.objects.stop_pending([subscription.id], f"Stopped: {subscription.stop_reason}")
+    for recovery_id in recoveries_to_wake(now):
+        # Its wake-up was lost (or its worker died): a second one finds it claimed if not.
+        wakeups.send(RECOVER, [recovery_id])
     capacity = settings.ASIRI_SEND_CONCURRENCY
     due = Delivery.objects.due(now).values("pk")[: capacity * MAX_WAKEUPS_PER_DISPATCH].count()
     for _ in range(math.ceil(due / capacity)):
@@ -262,7 +267,7 @@ def deliveries_dispatch() -> int:
 
 def deliveries_purge_expired(*, days: int | None = None, batch: int = PURGE_BATCH) -> int:
     """Delete events, deliveries and attempts older than the retention period, a batch at a time
-    so no statement holds long locks; soft-deleted subscriptions past it go too."""
+    so no statement holds long locks; recoveries and soft-deleted subscriptions past it go too."""
     cutoff = timezone.now() - timedelta(days=settings.ASIRI_RETENTION_DAYS if days is None else days)
     removed = 0
     while True:
@@ -278,5 +283,7 @@ def deliveries_purge_expired(*, days: int | None = None, batch: int = PURGE_BATC
         if not ids:
             break
         Event.objects.filter(pk__in=ids).delete()
+    # A recovery past retention describes deliveries that are gone; there are few, so no batches.
+    Recovery.objects.filter(created_at__lt=cutoff).delete()
     Subscription.objects.filter(deleted_at__lt=cutoff, deliveries__isnull=True).delete()
     return removed

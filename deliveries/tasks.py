@@ -4,6 +4,7 @@ from celery import shared_task
 
 from deliveries import shutdown, wakeups
 from deliveries.engine import pump, send_now
+from deliveries.recovery import recovery_run
 from deliveries.services import deliveries_dispatch, deliveries_purge_expired
 
 
@@ -30,3 +31,11 @@ def dispatch() -> str:
 @shared_task(ignore_result=True)
 def purge_expired() -> str:
     return f"removed {deliveries_purge_expired()} deliveries"
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def recover(recovery_id: str) -> str:
+    recovery = recovery_run(recovery_id=recovery_id)
+    if recovery is None:
+        return f"{recovery_id}: taken or finished already"
+    return f"{recovery_id}: {recovery.redelivered} redelivered, {recovery.recovered_missed} missed"

@@ -5,14 +5,15 @@ from django.db.models import Prefetch, QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api import KeysetPagination
 from core.openapi import NO_NUL, LinkedAutoSchema, error_responses
 from deliveries.filters import DeliveryFilter, EventFilter
-from deliveries.models import Attempt, Delivery, DeliveryStatus, Event, EventSkip
+from deliveries.models import Attempt, Delivery, DeliveryStatus, Event, EventSkip, Recovery
+from deliveries.recovery import RecoveryConflict, RecoveryRangeError, subscription_recover
 from deliveries.serializers import (
     DeliveryDetailSerializer,
     DeliverySerializer,
@@ -22,6 +23,8 @@ from deliveries.serializers import (
     EventPublishedSerializer,
     EventPublishSerializer,
     EventSerializer,
+    RecoverSerializer,
+    RecoverySerializer,
 )
 from deliveries.services import (
     DeliveryConflict,
@@ -182,6 +185,57 @@ class SubscriptionDeliveryViewSet(
         except DeliveryConflict as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         return Response(DeliverySerializer(delivery).data, status=status.HTTP_202_ACCEPTED)
+
+
+RECOVERY_ID = OpenApiParameter("recovery_id", str, OpenApiParameter.PATH, description="A recovery id (`rcv_…`).")
+
+
+@extend_schema_view(
+    recover=extend_schema(
+        summary="Recover a time range",
+        operation_id="recoverSubscription",
+        description=(
+            "Sends again every delivery of this subscription created in [`since`, `until`) that `failed` (a new "
+            "series with the same `webhook-id`), and delivers every event of that range its `events` match but "
+            "that it never got (published while it was paused, disabled or over a limit). Deliveries pending, "
+            "retrying or succeeded are never touched, so recovering a range twice sends nothing twice. `since` "
+            "may be at most 14 days ago; `until` defaults to now. Runs in a worker: the answer is the queued "
+            "recovery, to fetch until its `status` is `done`. 409 while the subscription is paused or disabled. "
+            "Scope: `webhooks:write`."
+        ),
+        parameters=[SUBSCRIPTION_ID],
+        request=RecoverSerializer,
+        responses={202: RecoverySerializer, **error_responses(400, 401, 403, 404, 409, 413, 415)},
+    ),
+    retrieve=extend_schema(
+        summary="Fetch a recovery",
+        operation_id="getRecovery",
+        description="A recovery and, once it has run, how many deliveries it sent again. Scope: `webhooks:read`.",
+        parameters=[SUBSCRIPTION_ID, RECOVERY_ID],
+        responses={200: RecoverySerializer, **error_responses(401, 403, 404)},
+    ),
+)
+class SubscriptionRecoveryViewSet(SubscriptionScopedMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    schema = LinkedAutoSchema()
+    queryset = Recovery.objects.all()
+    serializer_class = RecoverySerializer
+    lookup_url_kwarg = "recovery_id"
+    required_scopes = {"recover": "webhooks:write", "retrieve": "webhooks:read"}
+
+    def get_queryset(self) -> QuerySet:
+        return super().get_queryset().filter(subscription=self.get_subscription())
+
+    @action(detail=False, methods=["post"])
+    def recover(self, request, *args, **kwargs) -> Response:
+        payload = RecoverSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        try:
+            recovery = subscription_recover(subscription=self.get_subscription(), **payload.validated_data)
+        except RecoveryRangeError as exc:
+            raise ValidationError({exc.field: [str(exc)]}) from None
+        except RecoveryConflict as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(RecoverySerializer(recovery).data, status=status.HTTP_202_ACCEPTED)
 
 
 @extend_schema_view(

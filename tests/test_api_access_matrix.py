@@ -12,7 +12,7 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from deliveries.models import Attempt, Delivery, Event
+from deliveries.models import Attempt, Delivery, Event, Recovery
 from tenants.models import ApiKey
 from webhooks.models import Subscription
 
@@ -56,12 +56,26 @@ OPERATIONS = [
         False,
     ),
     ("event", "get", "/v1/events/{event}", None, "audit:read", 200, True),
+    (
+        "recover",
+        "post",
+        "/v1/webhooks/subscriptions/{id}/recover",
+        lambda: {"since": an_hour_ago()},
+        "webhooks:write",
+        202,
+        True,
+    ),
+    ("recovery", "get", "/v1/webhooks/subscriptions/{id}/recoveries/{recovery}", None, "webhooks:read", 200, True),
 ]
 ALL_SCOPES = ["webhooks:read", "webhooks:write", "audit:read", "events:write"]
 
 
+def an_hour_ago() -> str:
+    return (timezone.now() - timedelta(hours=1)).isoformat()
+
+
 def with_history(subscription: Subscription) -> Subscription:
-    """Give the subscription a finished delivery, so delivery operations have a target."""
+    """Give the subscription a finished delivery and a recovery, so operations on them have a target."""
     event = Event.objects.create(tenant=subscription.tenant, type="invoice.paid", data={})
     Delivery.objects.create(
         tenant=subscription.tenant,
@@ -70,6 +84,9 @@ def with_history(subscription: Subscription) -> Subscription:
         event_type=event.type,
         status="failed",
         attempt_count=1,
+    )
+    Recovery.objects.create(
+        tenant=subscription.tenant, subscription=subscription, since=timezone.now(), until=timezone.now()
     )
     return subscription
 
@@ -80,18 +97,24 @@ def snapshot() -> tuple:
         Delivery.objects.count(),
         Event.objects.count(),
         Attempt.objects.count(),
+        list(Recovery.objects.order_by("id").values()),
     )
 
 
 def call(client: APIClient, operation: tuple, subscription_id: str):
     _, method, path, body, *_ = operation
     delivery = Delivery.objects.filter(subscription_id=subscription_id).first()
-    # A delivery id of the targeted subscription where one exists, a well-formed unknown one where not.
-    # The event of that delivery where one exists; otherwise the target's id as an event id, as bad as it was.
+    recovery = Recovery.objects.filter(subscription_id=subscription_id).first()
+    # Ids of the targeted subscription's rows where they exist, well-formed unknown ones where not; the event
+    # of that delivery where one exists, otherwise the target's id as an event id, as bad as it was.
     event = delivery.event_id if delivery else subscription_id.replace("sub_", "evt_", 1)
     path = path.format(
-        id=subscription_id, delivery=delivery.id if delivery else "dlv_Unknown000000000000000", event=event
+        id=subscription_id,
+        delivery=delivery.id if delivery else "dlv_Unknown000000000000000",
+        recovery=recovery.id if recovery else "rcv_Unknown000000000000000",
+        event=event,
     )
+    body = body() if callable(body) else body
     return getattr(client, method)(path, body, format="json" if body else None)
 
 

@@ -14,8 +14,9 @@ from django.core.exceptions import PermissionDenied, RequestDataTooBig, Suspicio
 from django.http import HttpRequest, HttpResponse
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
+from django.utils import timezone
 
-from deliveries.models import Delivery, Event
+from deliveries.models import Delivery, Event, Recovery
 from webhooks.models import Subscription
 from webhooks.views import SubscriptionViewSet
 
@@ -60,11 +61,15 @@ def targets(alice) -> dict[str, str]:
     delivery = Delivery.objects.create(
         tenant=alice, event=event, subscription=subscription, event_type=event.type, status="failed", attempt_count=1
     )
+    recovery = Recovery.objects.create(
+        tenant=alice, subscription=subscription, since=timezone.now(), until=timezone.now()
+    )
     return {
         "pk": subscription.id,
         "subscription_id": subscription.id,
         "delivery_id": delivery.id,
         "event_id": event.id,
+        "recovery_id": recovery.id,
     }
 
 
@@ -117,6 +122,8 @@ def test_the_walk_reaches_every_operation():
         "subscription-test",
         "delivery",
         "delivery-redeliver",
+        "subscription-recover",
+        "subscription-recovery",
         "events",
         "events-batch",
         "event",

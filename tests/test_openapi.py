@@ -25,6 +25,9 @@ CONTRACT = {
     ("get", "/v1/events/{event_id}"),
     # publishing in bulk
     ("post", "/v1/events/batch"),
+    # issue #12: recover a time range
+    ("post", "/v1/webhooks/subscriptions/{subscription_id}/recover"),
+    ("get", "/v1/webhooks/subscriptions/{subscription_id}/recoveries/{recovery_id}"),
 }
 
 

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from deliveries.models import Attempt, Delivery, Event
+from deliveries.models import Attempt, Delivery, Event, Recovery
 from deliveries.services import deliveries_purge_expired
 from webhooks.models import Subscription
 
@@ -43,3 +43,17 @@ def test_deleted_subscriptions_go_once_their_history_has(alice, make_subscriptio
     Subscription.objects.filter(pk=recently_deleted.pk).update(deleted_at=timezone.now() - timedelta(days=2))
     deliveries_purge_expired()
     assert list(Subscription.objects.values_list("id", flat=True)) == [recently_deleted.id]
+
+
+def test_recoveries_go_with_the_history_they_describe(alice, make_subscription, settings):
+    settings.ASIRI_RETENTION_DAYS = 30
+    subscription = make_subscription(alice)
+    now = timezone.now()
+    _old, recent = (
+        Recovery.objects.create(
+            tenant=alice, subscription=subscription, since=now, until=now, created_at=now - timedelta(days=days)
+        )
+        for days in (31, 29)
+    )
+    deliveries_purge_expired()
+    assert list(Recovery.objects.values_list("id", flat=True)) == [recent.id]

@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -22,10 +23,12 @@ from django.core.exceptions import ValidationError
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
+from django.utils import timezone
 from hypothesis import HealthCheck, reject, settings
 from schemathesis.core.parameters import ParameterLocation
 
 from core.api import KeysetPagination
+from deliveries.filters import parse_rfc3339
 from deliveries.models import Delivery
 from webhooks.addresses import UNDELIVERABLE
 from webhooks.headers import is_secret
@@ -141,6 +144,8 @@ def prepare(case: schemathesis.Case, world: World, *, real_ids: bool = True) -> 
         reject()
     if _header_rule_no_schema_states(case.body, negated=negated(ParameterLocation.BODY)):
         reject()
+    if not negated(ParameterLocation.BODY) and case.operation.path.endswith("/recover"):
+        _within_the_recovery_window(case.body)
 
 
 def _header_rule_no_schema_states(body: object, *, negated: bool) -> bool:
@@ -152,6 +157,19 @@ def _header_rule_no_schema_states(body: object, *, negated: bool) -> bool:
     if negated:
         return any(value is None and is_secret(name) for name, value in headers.items())
     return len({name.lower() for name in headers}) < len(headers)
+
+
+def _within_the_recovery_window(body: object) -> None:
+    """A generated range moved into the last 14 days where it is not: "at most 14 days ago" and
+    "since before until" are relative to now and to each other, which no schema can state."""
+    if not isinstance(body, dict) or not isinstance(body.get("since"), str):
+        return
+    now = timezone.now()
+    since, until = parse_rfc3339(body["since"]), parse_rfc3339(body.get("until") or "")
+    if since is None or since < now - timedelta(days=13) or since >= (until or now):
+        body["since"] = (now - timedelta(hours=1)).isoformat()
+        if until is not None and until <= now:
+            body["until"] = now.isoformat()
 
 
 def _names_a_private_address(body: object) -> bool:
