@@ -265,6 +265,7 @@ SPECTACULAR_SETTINGS = {
 # --- The rest -----------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
+FORMAT_MODULE_PATH = ["asiri.formats"]  # the console's exact times: seconds and the timezone
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
