@@ -17,7 +17,7 @@ from django.views.decorators.http import require_POST
 
 from core.clock import database_now
 from core.paginators import BoundedCountPaginator
-from deliveries.console import CreatedFilter, WaitingFilter, redelivery_plans, short_id
+from deliveries.console import CreatedFilter, WaitingFilter, attempts, code, redelivery_plans, short_id
 from deliveries.models import Attempt, Delivery, DeliveryStatus, Event
 from deliveries.services import DeliveryConflict, delivery_redeliver, delivery_redeliver_many
 
@@ -99,8 +99,8 @@ class DeliveryAdmin(admin.ModelAdmin):
         "event_type",
         "tenant",
         "subscription_short_id",
-        "attempt_count",
-        "response_status_code",
+        attempts,
+        code,
         "created_at",
     )
     list_select_related = ("tenant",)

@@ -21,7 +21,7 @@ def short_id(value: str):
     shown = value if len(value) <= SHORT_ID_CHARS + 1 else f"{value[:SHORT_ID_CHARS]}…"
     return format_html(
         '<span class="short-id" title="{}">{}</span>'
-        '<button type="button" class="copy-id" data-copy="{}" title="Copy {}" aria-label="Copy {}">⧉</button>',
+        '<button type="button" class="copy-id" data-copy="{}" title="Copy {}" aria-label="Copy {}">copy</button>',
         value,
         shown,
         value,
@@ -89,3 +89,14 @@ class WaitingFilter(admin.SimpleListFilter):
         if self.value() == "due":
             return queryset.due(timezone.now())
         return queryset
+
+
+@admin.display(description="attempts", ordering="attempt_count")
+def attempts(delivery: Delivery) -> int:
+    return delivery.attempt_count
+
+
+@admin.display(description="code", ordering="response_status_code")
+def code(delivery: Delivery):
+    """The last response's status code: a short heading keeps the list within a laptop's width."""
+    return delivery.response_status_code if delivery.response_status_code is not None else "-"
