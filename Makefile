@@ -18,7 +18,7 @@ TEST_ENV := PATH="$(BIN):$$PATH" DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER
 UNIT_ENV := PATH="$(BIN):$$PATH" DATABASE_URL=sqlite://:memory: CELERY_BROKER_URL=memory:// DJANGO_DEBUG=0 \
 	DJANGO_SECRET_KEY=unit-tests-only-not-a-secret-0123456789abcdefghijklmnopqrstuvwxyz
 
-.PHONY: install run test test-unit fuzz lint services fmt clean bench bench-admin bench-recovery
+.PHONY: install run manage test test-unit fuzz lint services fmt clean bench bench-admin bench-recovery
 
 # The development set (the service's requirements, the test tools and honcho, which `make run` uses).
 $(STAMP): requirements.txt requirements-dev.txt
@@ -36,6 +36,10 @@ run: install
 	@# Every process counts into one fresh directory, which /metrics adds up (docs/operations.md).
 	@rm -rf var/prometheus && mkdir -p var/prometheus
 	@$(LOCAL_ENV) PROMETHEUS_MULTIPROC_DIR=$(CURDIR)/var/prometheus $(BIN)/honcho start web worker priority beat
+
+# An operator command against `make run`'s database, e.g. make manage ARGS="create_tenant acme".
+manage: install
+	@$(LOCAL_ENV) $(BIN)/python manage.py $(ARGS)
 
 services:
 	@bash scripts/ensure-services

@@ -18,6 +18,7 @@ from django.utils.html import format_html
 
 from core.paginators import BoundedCountPaginator
 from deliveries.admin import STATUS_COLOURS, badge
+from deliveries.console import exact_time, short_id
 from deliveries.models import Delivery, Recovery
 from deliveries.recovery import (
     MAX_RECOVERY_DAYS,
@@ -98,7 +99,7 @@ class RecoverForm(forms.Form):
 
 @admin.register(Subscription)
 class SubscriptionAdmin(admin.ModelAdmin):
-    list_display = ("id", "tenant", "url", "events", "state", "last_outcome", "failure_streak", "created_at")
+    list_display = ("sub_id", "tenant", "url", "events", "state", "last_outcome", "failure_streak", "created_at")
     list_select_related = ("tenant",)
     list_filter = (StateFilter, FailingFilter, "tenant")
     search_fields = ("=id", "url", "=tenant__slug")
@@ -136,6 +137,10 @@ class SubscriptionAdmin(admin.ModelAdmin):
         latest = Delivery.objects.filter(subscription=OuterRef("pk")).order_by("-created_at")
         return super().get_queryset(request).annotate(last_status=Subquery(latest.values("status")[:1]))
 
+    @admin.display(description="id", ordering="id")
+    def sub_id(self, subscription: Subscription):
+        return short_id(subscription.id)
+
     @admin.display(description="state")
     def state(self, subscription: Subscription):
         if subscription.is_deleted:
@@ -166,7 +171,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
         if subscription.failing_since is None:
             return "-"
         hours = (timezone.now() - subscription.failing_since).total_seconds() / 3600
-        return f"{hours:.1f} h"
+        return format_html('<span title="since {}">{} h</span>', exact_time(subscription.failing_since), f"{hours:.1f}")
 
     @admin.display(description="deliveries")
     def deliveries(self, subscription: Subscription):

@@ -12,7 +12,7 @@ CHART_WIDTH, CHART_HEIGHT = 720, 160
 
 
 def _bars(buckets, label_format: str) -> list[dict]:
-    """Bars for an inline SVG chart: height is the success rate, grey where nothing finished."""
+    """Bars for an inline SVG chart: height is the success rate, grey where no attempt was made."""
     width = CHART_WIDTH / len(buckets)
     bars = []
     for n, bucket in enumerate(buckets):
@@ -29,8 +29,8 @@ def _bars(buckets, label_format: str) -> list[dict]:
                 else ("#2e7d32" if rate >= 0.95 else "#ef6c00" if rate >= 0.5 else "#c62828"),
                 "label": bucket.start.strftime(label_format),
                 "title": (
-                    f"{bucket.start:%Y-%m-%d %H:%M}: "
-                    + (f"{rate:.0%} of {bucket.total}" if rate is not None else "nothing finished")
+                    f"{bucket.start:%Y-%m-%d %H:%M} UTC: "
+                    + (f"{rate:.0%} of {bucket.total} attempts answered 2xx" if rate is not None else "no attempt")
                 ),
                 "text_x": round(n * width + width / 2, 1),
             }

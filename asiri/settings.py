@@ -132,6 +132,9 @@ if not CELERY_BROKER_URL:
     for _folder in (_queue_dir, DATA_DIR / "celery" / "control", DATA_DIR / "celery" / "processed"):
         _folder.mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT = "asiri.broker:FilesystemTransport"  # stops within honcho's 5 s (asiri/broker.py)
+    # The worker's timer thread sleeps this long at most: Celery's default 1 s is also waited out at stop.
+    CELERY_WORKER_TIMER_PRECISION = 0.1
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_queue_dir),
         "data_folder_out": str(_queue_dir),
@@ -265,6 +268,7 @@ SPECTACULAR_SETTINGS = {
 # --- The rest -----------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
+FORMAT_MODULE_PATH = ["asiri.formats"]  # the console's exact times: seconds and the timezone
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"

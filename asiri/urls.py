@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
@@ -36,6 +37,8 @@ urlpatterns = [
     path("v1/events/<str:event_id>", EventViewSet.as_view({"get": "retrieve"}), name="event"),
     path("v1/openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
     re_path(r"^v1(?:/|$)", api_not_found),  # JSON, not Django's HTML page, for any other path under /v1, any method
+    # "/" (and the admin's "View site") is the API reference, not a 404 page.
+    path("", RedirectView.as_view(url="/docs", permanent=False), name="home"),
     path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),
     path("admin/dashboard/", dashboard, name="admin-dashboard"),
     path("admin/", admin.site.urls),

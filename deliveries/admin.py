@@ -5,16 +5,21 @@ from __future__ import annotations
 import json
 
 from django.contrib import admin, messages
-from django.contrib.admin.utils import quote
+from django.contrib.admin.utils import quote, unquote
+from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.views.decorators.http import require_POST
 
+from core.clock import database_now
 from core.paginators import BoundedCountPaginator
+from deliveries.console import CreatedFilter, WaitingFilter, attempts, code, redelivery_plans, short_id
 from deliveries.models import Attempt, Delivery, DeliveryStatus, Event, SkipReason
-from deliveries.services import delivery_redeliver_many
+from deliveries.services import DeliveryConflict, delivery_redeliver, delivery_redeliver_many
 
 # The bulk redeliver takes at most this many; more selected are counted (up to the bound) and named.
 REDELIVER_CAP = 500
@@ -118,17 +123,17 @@ class AttemptInline(admin.TabularInline):
 @admin.register(Delivery)
 class DeliveryAdmin(admin.ModelAdmin):
     list_display = (
-        "id",
+        "delivery_id",
         "status_badge",
         "event_type",
         "tenant",
-        "subscription_id",
-        "attempt_count",
-        "response_status_code",
+        "subscription_short_id",
+        attempts,
+        code,
         "created_at",
     )
     list_select_related = ("tenant",)
-    list_filter = ("status", ResponseClassFilter, EventTypeFilter, "tenant")
+    list_filter = ("status", WaitingFilter, CreatedFilter, ResponseClassFilter, EventTypeFilter, "tenant")
     search_fields = ("=id", "=event__id", "=subscription__id")
     search_help_text = "A delivery id (the receiver's webhook-id), an event id or a subscription id."
     # No date_hierarchy: its year links cost a DISTINCT over the whole table on every list page.
@@ -146,7 +151,7 @@ class DeliveryAdmin(admin.ModelAdmin):
         "subscription_link",
         "event_type",
         "event_id",
-        "is_test",
+        "test_send",
         "attempt_count",
         "response_status_code",
         "created_at",
@@ -162,6 +167,21 @@ class DeliveryAdmin(admin.ModelAdmin):
         if not term:
             return queryset, False
         return queryset.filter(Q(id=term) | Q(event_id=term) | Q(subscription_id=term)), False
+
+    change_form_template = "admin/deliveries/delivery/change_form.html"
+
+    @admin.display(description="id", ordering="id")
+    def delivery_id(self, delivery: Delivery):
+        return short_id(delivery.id)
+
+    @admin.display(description="subscription")
+    def subscription_short_id(self, delivery: Delivery):
+        return short_id(delivery.subscription_id)
+
+    @admin.display(description="test send")
+    def test_send(self, delivery: Delivery) -> str:
+        # Text, not the boolean icons: a red ✗ on every ordinary delivery reads as an error.
+        return "yes (webhook.test)" if delivery.is_test else "no"
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, delivery: Delivery):
@@ -185,6 +205,8 @@ class DeliveryAdmin(admin.ModelAdmin):
             if len(deliveries) == REDELIVER_CAP:
                 # Bounded like the list's own count: "select all" may cover millions of rows.
                 left_out = queryset.values("pk")[REDELIVER_CAP : REDELIVER_CAP + LEFT_OUT_COUNT_BOUND].count()
+            plans = redelivery_plans(deliveries, database_now())
+            deliveries = [plan["delivery"] for plan in plans if plan["starts"]]
             endpoints = sorted({d.subscription.url for d in deliveries})
             return TemplateResponse(
                 request,
@@ -197,25 +219,47 @@ class DeliveryAdmin(admin.ModelAdmin):
                     "cap": REDELIVER_CAP,
                     "left_out": left_out,
                     "left_out_bounded": left_out == LEFT_OUT_COUNT_BOUND,
+                    "plans": plans,
                     "opts": self.model._meta,
                     "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
                 },
             )
         started, refused = delivery_redeliver_many(deliveries)
-        if started:
-            self.message_user(request, f"Redelivering {len(started)} deliveries.", messages.SUCCESS)
+        redelivery_messages(self, request, started, refused)
         left_out = request.POST.get("left_out", "")
         if left_out.isdigit() and int(left_out):
             more = f"{int(left_out):,}{' or more' if int(left_out) >= LEFT_OUT_COUNT_BOUND else ''}"
             self.message_user(
                 request,
-                f"{more} more selected deliveries were not redelivered: at most {REDELIVER_CAP} go at a time. "
+                f"Also, {more} more selected deliveries were not redelivered: at most {REDELIVER_CAP} go at a time. "
                 "Select them again (the failed ones are still failed) to send the next ones.",
                 messages.WARNING,
             )
-        for delivery, reason in refused:
-            self.message_user(request, f"{delivery.id}: {reason}", messages.WARNING)
         return None
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(require_POST(self.redeliver_one_view))
+        return [path("<path:object_id>/redeliver/", view, name="deliveries_delivery_redeliver"), *super().get_urls()]
+
+    def redeliver_one_view(self, request: HttpRequest, object_id: str):
+        """The Redeliver button on a delivery's page: the same service as the list action and the API."""
+        if not self.has_redeliver_permission(request):
+            raise PermissionDenied
+        delivery = get_object_or_404(Delivery.objects.select_related("subscription"), pk=unquote(object_id))
+        try:
+            delivery_redeliver(delivery=delivery)
+        except DeliveryConflict as exc:
+            redelivery_messages(self, request, [], [(delivery, str(exc))])
+        else:
+            redelivery_messages(self, request, [delivery], [])
+        return HttpResponseRedirect(reverse("admin:deliveries_delivery_change", args=[quote(delivery.pk)]))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = extra_context or {}
+        delivery = Delivery.objects.select_related("subscription").filter(pk=unquote(object_id)).first()
+        if delivery is not None and self.has_redeliver_permission(request):
+            extra_context["redelivery"] = redelivery_plans([delivery], database_now())[0]
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def has_redeliver_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("deliveries.redeliver_delivery")
@@ -228,6 +272,17 @@ class DeliveryAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+def redelivery_messages(model_admin, request, started, refused) -> None:
+    """What a redelivery did, each message opening with a word: the admin capitalises the first
+    letter of every message, which would change an id that began it."""
+    if len(started) == 1:
+        model_admin.message_user(request, f"Redelivering 1 delivery: {started[0].id}.", messages.SUCCESS)
+    elif started:
+        model_admin.message_user(request, f"Redelivering {len(started)} deliveries.", messages.SUCCESS)
+    for delivery, reason in refused:
+        model_admin.message_user(request, f"Not redelivered, {delivery.id}: {reason}", messages.WARNING)
 
 
 @admin.register(Event)

@@ -211,32 +211,85 @@ def delivery_redeliver_many(deliveries) -> tuple[list[Delivery], list[tuple[Deli
 
 
 def delivery_redeliver(*, delivery: Delivery, wake: bool = True) -> Delivery:
-    """Start a new attempt series for a finished delivery: same webhook-id, attempts appended.
+    """Send a delivery again now: a finished one starts a new attempt series (same webhook-id,
+    attempts appended); a pending or retrying one has its scheduled attempt made at once instead.
 
-    An ordered delivery re-enters at the end of its ordering key: after everything published with the
-    key before the redelivery, never ahead of it."""
-    subscription = delivery.subscription
-    if not delivery.is_test and not subscription.active:
-        raise DeliveryConflict("The subscription is disabled; re-enable it before redelivering.")
+    Refused (DeliveryConflict) for a disabled subscription, or while an attempt is in flight. A finished
+    ordered delivery re-enters at the end of its ordering key: after everything published with the key
+    before the redelivery, never ahead of it.
+    """
     now = database_now()
+    current = Delivery.objects.filter(pk=delivery.pk).first() or delivery
+    current.subscription = delivery.subscription
+    refusal = redelivery_refusal(current, in_flight=current.pk in deliveries_in_flight([current], now))
+    if refusal:
+        raise DeliveryConflict(refusal)
     with transaction.atomic():
-        restarted = Delivery.objects.filter(
-            pk=delivery.pk, status__in=[DeliveryStatus.SUCCEEDED, DeliveryStatus.FAILED]
-        ).update(
-            status=DeliveryStatus.PENDING,
-            next_attempt_at=now,
-            series_start=F("attempt_count"),
-            # A result still in flight from before carries the old claim time: it will not match.
-            last_attempt_at=now,
-            failure_reason="",
-            **({"position": next_positions(1)[0]} if delivery.ordering_key is not None else {}),
-        )
+        if current.is_final:
+            restarted = Delivery.objects.filter(
+                pk=delivery.pk, status__in=[DeliveryStatus.SUCCEEDED, DeliveryStatus.FAILED]
+            ).update(
+                status=DeliveryStatus.PENDING,
+                next_attempt_at=now,
+                series_start=F("attempt_count"),
+                # A result still in flight from before carries the old claim time: it will not match.
+                last_attempt_at=now,
+                failure_reason="",
+                **({"position": next_positions(1)[0]} if current.ordering_key is not None else {}),
+            )
+        else:
+            restarted = _delivery_attempt_now(current, now)
         if not restarted:
-            raise DeliveryConflict("The delivery is still being attempted; wait for it to finish.")
+            raise DeliveryConflict(IN_FLIGHT_REFUSAL)
         if wake:
             wakeups.wake_after_commit(only_ids=[delivery.id])
     delivery.refresh_from_db()
     return delivery
+
+
+IN_FLIGHT_REFUSAL = "An attempt is in flight right now; wait for its outcome, then redeliver."
+DISABLED_REFUSAL = "The subscription is disabled; re-enable it before redelivering."
+
+
+def redelivery_refusal(delivery: Delivery, *, in_flight: bool) -> str | None:
+    """Why a redelivery would be refused, or None if it would start."""
+    if not delivery.is_test and not delivery.subscription.active:
+        return DISABLED_REFUSAL
+    if in_flight:
+        return IN_FLIGHT_REFUSAL
+    return None
+
+
+def deliveries_in_flight(deliveries: list[Delivery], now) -> set[str]:
+    """The ids among `deliveries` that a worker holds right now, in one query.
+
+    A claim leases a row (next_attempt_at moves past `now`) and writes its attempt with no outcome;
+    a retry scheduled later has a recorded outcome on its latest attempt, so it is not in flight.
+    """
+    leased = {
+        d.pk: d.attempt_count
+        for d in deliveries
+        if not d.is_final and d.next_attempt_at is not None and d.next_attempt_at > now
+    }
+    if not leased:
+        return set()
+    open_attempts = Attempt.objects.filter(delivery_id__in=list(leased), duration_ms__isnull=True, error="")
+    return {d for d, number in open_attempts.values_list("delivery_id", "number") if leased[d] == number}
+
+
+def _delivery_attempt_now(delivery: Delivery, now) -> int:
+    """Move a pending or retrying delivery's next attempt to now, in the same series.
+
+    Conditional on the state that was checked: a worker that claimed it in between changed
+    next_attempt_at (its lease), so this touches no row and the worker's attempt stands alone.
+    """
+    return Delivery.objects.filter(
+        pk=delivery.pk, status=delivery.status, next_attempt_at=delivery.next_attempt_at
+    ).update(
+        next_attempt_at=now,
+        # A late result of an expired claim carries the old claim time: it will not match.
+        last_attempt_at=now,
+    )
 
 
 def deliveries_dispatch() -> int:

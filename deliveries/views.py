@@ -133,9 +133,11 @@ class SubscriptionScopedMixin(TenantScopedViewSetMixin):
         summary="Redeliver",
         operation_id="redeliverDelivery",
         description=(
-            "Starts a new series of attempts for a finished delivery, with the same `webhook-id`; the new "
-            "attempts are appended to its log. 409 while it is still being attempted or the subscription is "
-            "disabled. Scope: `webhooks:write`."
+            "Sends the delivery again now, with the same `webhook-id`; the new attempts are appended to its "
+            "log. A finished delivery (`succeeded`, `failed`) starts a new series of attempts; a `pending` or "
+            "`retrying` one has its scheduled attempt made at once instead, in the same series (the scheduled "
+            "retry no longer happens). 409 while an attempt is in flight (a worker is sending it right now) "
+            "or when the subscription is disabled. Scope: `webhooks:write`."
         ),
         parameters=[SUBSCRIPTION_ID, DELIVERY_ID],
         request=None,

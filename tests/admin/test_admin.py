@@ -111,7 +111,7 @@ def test_redeliver_asks_first_then_starts_a_new_series(support_client, story, dj
     assert Delivery.objects.get(pk=delivery.pk).status == DeliveryStatus.FAILED
     with django_capture_on_commit_callbacks(execute=False):
         done = support_client.post("/admin/deliveries/delivery/", {**form, "confirmed": "yes"}, follow=True)
-    assert "Redelivering 1 deliveries" in done.content.decode()
+    assert f"Redelivering 1 delivery: {delivery.id}." in done.content.decode()  # as it is, not capitalised
     delivery.refresh_from_db()
     assert delivery.status == DeliveryStatus.PENDING and delivery.series_start == 2
 

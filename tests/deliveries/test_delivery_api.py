@@ -7,6 +7,7 @@ import base64
 import pytest
 from django.utils import timezone
 
+from deliveries.claims import claim_due
 from deliveries.models import Delivery
 from webhooks.models import Subscription
 
@@ -49,8 +50,9 @@ def test_redeliver_starts_a_new_series_on_the_same_delivery(api, finished, djang
 def test_redeliver_refuses_while_in_flight_or_disabled(api, finished, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False):
         api.post(url(finished, "/redeliver"))
+    claim_due(limit=1, only_ids=[finished.id])  # a worker is sending it right now
     again = api.post(url(finished, "/redeliver"))
-    assert again.status_code == 409 and "still being attempted" in again.json()["detail"]
+    assert again.status_code == 409 and "in flight" in again.json()["detail"]
     Delivery.objects.filter(pk=finished.pk).update(status="failed")
     Subscription.objects.filter(pk=finished.subscription_id).update(active=False)
     disabled = api.post(url(finished, "/redeliver"))

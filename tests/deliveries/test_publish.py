@@ -11,6 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from deliveries import wakeups
+from deliveries.claims import claim_due
 from deliveries.models import Delivery, Event
 from deliveries.services import delivery_redeliver_many, delivery_send_test, event_publish
 from tests.support import nesting
@@ -197,12 +198,13 @@ def test_a_bulk_redelivery_is_one_priority_wakeup_for_all_of_them(
     subscription = make_subscription(alice)
     finished = [make_failed_delivery(subscription) for _ in range(3)]
     in_flight = make_failed_delivery(subscription)
-    Delivery.objects.filter(pk=in_flight.pk).update(status="retrying")
+    Delivery.objects.filter(pk=in_flight.pk).update(status="retrying", next_attempt_at=timezone.now())
+    assert len(claim_due(limit=1, only_ids=[in_flight.pk])) == 1  # a worker is sending it
     in_flight.refresh_from_db()
     with django_capture_on_commit_callbacks(execute=True):
         started, refused = delivery_redeliver_many([*finished, in_flight])
     assert [d.id for d in started] == [d.id for d in finished]
-    assert [(d.id, "still being attempted" in reason) for d, reason in refused] == [(in_flight.id, True)]
+    assert [(d.id, "in flight" in reason) for d, reason in refused] == [(in_flight.id, True)]
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     (message,) = broker.lrange(settings.ASIRI_PRIORITY_QUEUE, 0, -1)
     assert all(d.id in message.decode() for d in finished) and in_flight.id not in message.decode()
