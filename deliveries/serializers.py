@@ -1,11 +1,10 @@
-from drf_spectacular.extensions import OpenApiSerializerFieldExtension
-from drf_spectacular.plumbing import ResolvedComponent
 from rest_framework import serializers
 
-from core.api import MAX_JSON_DEPTH, TOO_DEEP, StrictCharField
-from core.openapi import NO_NUL
+from core.api import MAX_JSON_DEPTH, StrictCharField, StrictSerializerMixin
+from core.jsonfields import JsonObjectField
 from deliveries.models import Attempt, Delivery
 from webhooks.events import EVENT_NAME_RE, FullMatchValidator
+from webhooks.models import EventType
 
 
 class AttemptSerializer(serializers.ModelSerializer):
@@ -38,58 +37,9 @@ class DeliverySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-def _json_problem(value) -> str | None:
-    """Why a JSON value cannot be taken, or None; a walk with its own stack, so depth cannot exhaust Python's."""
-    pending = [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return "Must not contain NUL (\\u0000) characters."
-        elif isinstance(item, dict | list):
-            if depth > MAX_JSON_DEPTH:
-                return TOO_DEEP
-            children = [*item, *item.values()] if isinstance(item, dict) else item  # keys are strings
-            pending.extend((child, depth + 1) for child in children)
-    return None
+class EventPublishSerializer(StrictSerializerMixin, serializers.Serializer):
+    read_only_names = ("id", "deliveries")
 
-
-class JsonObjectField(serializers.JSONField):
-    """Any JSON object without NUL characters, nested at most MAX_JSON_DEPTH levels."""
-
-    def to_internal_value(self, data) -> dict:
-        if not isinstance(data, dict):
-            raise serializers.ValidationError("Must be a JSON object.")
-        problem = _json_problem(data)
-        if problem:
-            raise serializers.ValidationError(problem)
-        return super().to_internal_value(data)
-
-
-class JsonObjectFieldSchema(OpenApiSerializerFieldExtension):
-    """A JSON object whose keys and strings, at any depth, contain no NUL."""
-
-    target_class = JsonObjectField
-
-    def map_serializer_field(self, auto_schema, direction) -> dict:
-        # Recursive, so a component: type-specific keywords apply only to values of that type.
-        value = ResolvedComponent(
-            name="JsonValue",
-            type=ResolvedComponent.SCHEMA,
-            object="JsonValue",
-            schema={
-                "description": "Any JSON value whose strings and object keys contain no NUL (\\u0000).",
-                "pattern": NO_NUL,
-                "propertyNames": {"pattern": NO_NUL},
-                "items": {"$ref": "#/components/schemas/JsonValue"},
-                "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},
-            },
-        )
-        auto_schema.registry.register_on_missing(value)
-        return {"type": "object", "propertyNames": {"pattern": NO_NUL}, "additionalProperties": value.ref}
-
-
-class EventPublishSerializer(serializers.Serializer):
     type = StrictCharField(
         max_length=200,
         trim_whitespace=False,  # " invoice.paid" is not an event name, as the pattern says
@@ -116,3 +66,20 @@ class EventPublishedSerializer(serializers.Serializer):
     id = serializers.CharField()
     type = serializers.CharField()
     deliveries = serializers.IntegerField(source="delivery_count", help_text="Deliveries created for this event.")
+
+
+class TestSendSerializer(StrictSerializerMixin, serializers.Serializer):
+    event_type = StrictCharField(
+        max_length=200,
+        required=False,
+        trim_whitespace=False,
+        help_text="A catalog event type whose `example` is sent as `data`; leave out for `webhook.test`.",
+    )
+
+    def validate_event_type(self, name: str) -> EventType:
+        event_type = EventType.objects.filter(pk=name).first()
+        if event_type is None:
+            raise serializers.ValidationError("Not a registered event type (GET /v1/event-types lists them).")
+        if event_type.example is None:
+            raise serializers.ValidationError("This event type has no example to send.")
+        return event_type

@@ -18,16 +18,29 @@ from deliveries.metrics import count_dispatcher_run
 from deliveries.models import TEST_EVENT_TYPE, Attempt, Delivery, DeliveryStatus, Event, Pulse
 from deliveries.outcomes import stop_pending
 from tenants.models import Tenant
-from webhooks.models import Subscription
+from webhooks.catalog import event_check
+from webhooks.models import EventType, Subscription
 
 logger = logging.getLogger(__name__)
 
 MAX_WAKEUPS_PER_DISPATCH = 8
+TEST_MESSAGE = "This is a test event from ASIRI Webhooks."
 PURGE_BATCH = 1000
 
 
 class DeliveryConflict(Exception):
     """The delivery cannot be redelivered in its current state."""
+
+
+class IdempotencyConflict(Exception):
+    """The idempotency key already names an event with a different type or data (within its 24 hours)."""
+
+    def __init__(self, event: Event, fields: list[str]) -> None:
+        super().__init__(
+            f"This idempotency_key was used for {event.id} within the last {settings.ASIRI_IDEMPOTENCY_HOURS} hours "
+            f"with a different {' and '.join(fields)}: use a new key for a different event."
+        )
+        self.fields = fields
 
 
 def event_publish(
@@ -37,14 +50,16 @@ def event_publish(
 
     Everything is written in the caller's transaction and handed to workers only after it
     commits: an event published in a transaction that rolls back is never sent. Publishing
-    again with the same idempotency key within ASIRI_IDEMPOTENCY_HOURS returns the first event.
+    again with the same idempotency key within ASIRI_IDEMPOTENCY_HOURS returns the first event, or raises
+    IdempotencyConflict if its type or data differ. The catalog may refuse it first (EventRejected).
     """
+    event_check(event_type=event_type, data=data)
     now = database_now()
     with transaction.atomic():
         if idempotency_key is not None:
             existing = _event_for_key(tenant, idempotency_key, now)
             if existing is not None:
-                return existing
+                return _same_event(existing, event_type, data)
         event = Event(tenant=tenant, type=event_type, data=data, created_at=now, idempotency_key=idempotency_key)
         if idempotency_key is None:
             event.save(force_insert=True)
@@ -54,8 +69,11 @@ def event_publish(
                     event.save(force_insert=True)
             except IntegrityError:
                 # Another request with the same key won the race: answer with its event.
-                return _event_for_key(tenant, idempotency_key, now)
+                return _same_event(_event_for_key(tenant, idempotency_key, now), event_type, data)
+        envelope = {"type": event_type, "data": data}
         subscriptions = [s for s in Subscription.objects.receiving().for_tenant(tenant) if s.wants(event_type)]
+        # A filter that says no means no delivery (the skip accounting records these with the reason "filtered").
+        subscriptions = [s for s in subscriptions if s.accepts(envelope)]
         Delivery.objects.bulk_create(
             [
                 Delivery(
@@ -75,6 +93,13 @@ def event_publish(
     return event
 
 
+def _same_event(event: Event, event_type: str, data: dict[str, Any]) -> Event:
+    differs = [name for name, value in (("type", event_type), ("data", data)) if getattr(event, name) != value]
+    if differs:
+        raise IdempotencyConflict(event, differs)
+    return event
+
+
 def _event_for_key(tenant: Tenant, key: str, now) -> Event | None:
     window_start = now - timedelta(hours=settings.ASIRI_IDEMPOTENCY_HOURS)
     event = Event.objects.filter(tenant=tenant, idempotency_key=key).first()
@@ -88,16 +113,16 @@ def _event_for_key(tenant: Tenant, key: str, now) -> Event | None:
     return event
 
 
-def delivery_send_test(*, subscription: Subscription) -> Delivery:
-    """Create a `webhook.test` event for one subscription (active or not) and send it."""
+def delivery_send_test(*, subscription: Subscription, event_type: EventType | None = None) -> Delivery:
+    """Create a test event for one subscription (active or not) and send it: `webhook.test`, or a catalog
+    type with its example as data (the caller checks it has one)."""
     now = database_now()
+    if event_type is None:
+        type_, data = TEST_EVENT_TYPE, {"subscription_id": subscription.id, "message": TEST_MESSAGE}
+    else:
+        type_, data = event_type.name, event_type.example
     with transaction.atomic():
-        event = Event.objects.create(
-            tenant_id=subscription.tenant_id,
-            type=TEST_EVENT_TYPE,
-            created_at=now,
-            data={"subscription_id": subscription.id, "message": "This is a test event from ASIRI Webhooks."},
-        )
+        event = Event.objects.create(tenant_id=subscription.tenant_id, type=type_, created_at=now, data=data)
         delivery = Delivery.objects.create(
             tenant_id=subscription.tenant_id,
             event=event,

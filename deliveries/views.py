@@ -9,13 +9,25 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.api import KeysetPagination
+from core.api import KeysetPagination, NoBodySerializer
 from core.openapi import NO_NUL, LinkedAutoSchema, error_responses
 from deliveries.filters import DeliveryFilter
 from deliveries.models import Attempt, Delivery, DeliveryStatus
-from deliveries.serializers import DeliverySerializer, EventPublishedSerializer, EventPublishSerializer
-from deliveries.services import DeliveryConflict, delivery_redeliver, delivery_send_test, event_publish
+from deliveries.serializers import (
+    DeliverySerializer,
+    EventPublishedSerializer,
+    EventPublishSerializer,
+    TestSendSerializer,
+)
+from deliveries.services import (
+    DeliveryConflict,
+    IdempotencyConflict,
+    delivery_redeliver,
+    delivery_send_test,
+    event_publish,
+)
 from tenants.tenancy import TenantScopedViewSetMixin, is_well_formed_id
+from webhooks.catalog import EventRejected
 from webhooks.models import Subscription
 
 SUBSCRIPTION_ID = OpenApiParameter(
@@ -81,11 +93,13 @@ class SubscriptionScopedMixin(TenantScopedViewSetMixin):
         operation_id="sendTestEvent",
         description=(
             "Creates a `webhook.test` event for this subscription only (even when it is inactive) and "
-            "hands it to a worker. Returns the new delivery. Scope: `webhooks:write`."
+            "hands it to a worker; with `event_type`, an event of that catalog type with its `example` as "
+            "`data` instead (400 if the type is unknown or has no example). Returns the new delivery. "
+            "Scope: `webhooks:write`."
         ),
         parameters=[SUBSCRIPTION_ID],
-        request=None,
-        responses={202: DeliverySerializer, **error_responses(401, 403, 404)},
+        request=TestSendSerializer,
+        responses={202: DeliverySerializer, **error_responses(400, 401, 403, 404)},
     ),
     redeliver=extend_schema(
         summary="Redeliver",
@@ -97,7 +111,7 @@ class SubscriptionScopedMixin(TenantScopedViewSetMixin):
         ),
         parameters=[SUBSCRIPTION_ID, DELIVERY_ID],
         request=None,
-        responses={202: DeliverySerializer, **error_responses(401, 403, 404, 409)},
+        responses={202: DeliverySerializer, **error_responses(400, 401, 403, 404, 409)},
     ),
 )
 class SubscriptionDeliveryViewSet(
@@ -128,12 +142,16 @@ class SubscriptionDeliveryViewSet(
 
     @action(detail=False, methods=["post"])
     def test(self, request, *args, **kwargs) -> Response:
-        delivery = delivery_send_test(subscription=self.get_subscription())
+        subscription = self.get_subscription()
+        payload = TestSendSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        delivery = delivery_send_test(subscription=subscription, event_type=payload.validated_data.get("event_type"))
         return Response(DeliverySerializer(delivery).data, status=status.HTTP_202_ACCEPTED)
 
     @action(detail=True, methods=["post"])
     def redeliver(self, request, *args, **kwargs) -> Response:
         delivery = self.get_object()
+        NoBodySerializer(data=request.data).is_valid(raise_exception=True)
         try:
             delivery = delivery_redeliver(delivery=delivery)
         except DeliveryConflict as exc:
@@ -153,19 +171,30 @@ class EventPublishView(APIView):
         operation_id="publishEvent",
         description=(
             "Stores the event and creates one delivery per active subscription of this tenant whose `events` "
-            "match its type. The same `idempotency_key` within 24 hours answers with the first event and "
-            "creates nothing. Bodies over 256 KB are refused with 413. Scope: `events:write`."
+            "match its type and whose `filter` lets it through. A type registered in the catalog "
+            "(GET /v1/event-types) must have `data` valid against its schema: a 400 lists each error with its "
+            "JSON Pointer. With `ASIRI_EVENT_CATALOG=strict`, an unregistered type is a 400. The same "
+            "`idempotency_key` within 24 hours answers with the first event and creates nothing; with a "
+            "different `type` or `data` it is a 422 naming them. Bodies over 256 KB are refused with 413. "
+            "Scope: `events:write`."
         ),
         request=EventPublishSerializer,
-        responses={202: EventPublishedSerializer, **error_responses(400, 401, 403, 413, 415)},
+        responses={202: EventPublishedSerializer, **error_responses(400, 401, 403, 413, 415, 422)},
     )
     def post(self, request) -> Response:
         payload = EventPublishSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        event = event_publish(
-            tenant=request.auth.tenant,
-            event_type=payload.validated_data["type"],
-            data=payload.validated_data["data"],
-            idempotency_key=payload.validated_data.get("idempotency_key"),
-        )
+        try:
+            event = event_publish(
+                tenant=request.auth.tenant,
+                event_type=payload.validated_data["type"],
+                data=payload.validated_data["data"],
+                idempotency_key=payload.validated_data.get("idempotency_key"),
+            )
+        except EventRejected as exc:
+            return Response(exc.errors, status=status.HTTP_400_BAD_REQUEST)
+        except IdempotencyConflict as exc:
+            return Response(
+                {"detail": str(exc), "conflicting_fields": exc.fields}, status=status.HTTP_422_UNPROCESSABLE_ENTITY
+            )
         return Response(EventPublishedSerializer(event).data, status=status.HTTP_202_ACCEPTED)

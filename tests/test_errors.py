@@ -17,6 +17,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from deliveries.models import Delivery, Event
 from webhooks.models import Subscription
+from webhooks.models import EventType
 from webhooks.views import SubscriptionViewSet
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -60,7 +61,13 @@ def targets(alice) -> dict[str, str]:
     delivery = Delivery.objects.create(
         tenant=alice, event=event, subscription=subscription, event_type=event.type, status="failed", attempt_count=1
     )
-    return {"pk": subscription.id, "subscription_id": subscription.id, "delivery_id": delivery.id}
+    EventType.objects.create(name="invoice.paid", schema={"type": "object"}, example={})
+    return {
+        "pk": subscription.id,
+        "subscription_id": subscription.id,
+        "delivery_id": delivery.id,
+        "name": "invoice.paid",
+    }
 
 
 def answers(path: str, key: str) -> Iterator[tuple[str, str, HttpResponse]]:
@@ -114,6 +121,9 @@ def test_the_walk_reaches_every_operation():
         "delivery-redeliver",
         "events",
         "openapi",
+        "event-type-list",
+        "event-type-detail",
+        "filter-test",
     }
 
 

@@ -20,6 +20,10 @@ CONTRACT = {
     ("post", "/v1/webhooks/subscriptions/{id}/rotate-secret"),
     ("get", "/v1/webhooks/subscriptions/{subscription_id}/deliveries/{delivery_id}"),
     ("post", "/v1/webhooks/subscriptions/{subscription_id}/deliveries/{delivery_id}/redeliver"),
+    # the event catalog and payload filters (issue #13)
+    ("get", "/v1/event-types"),
+    ("get", "/v1/event-types/{name}"),
+    ("post", "/v1/webhooks/filter-test"),
 }
 
 

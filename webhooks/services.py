@@ -13,7 +13,7 @@ from tenants.models import Tenant
 from webhooks.events import normalise_patterns
 from webhooks.models import Subscription
 
-UPDATABLE_FIELDS = ("url", "events", "description", "active", "metadata", "rate_limit")
+UPDATABLE_FIELDS = ("url", "events", "description", "active", "metadata", "rate_limit", "filter")
 
 
 class SubscriptionLimitReached(Exception):
@@ -29,6 +29,7 @@ def subscription_create(
     active: bool = True,
     metadata: dict[str, str] | None = None,
     rate_limit: int | None = None,
+    filter: dict | None = None,
 ) -> Subscription:
     """A new subscription, unless the tenant is at its limit (Tenant.subscription_limit).
 
@@ -49,6 +50,7 @@ def subscription_create(
             active=active,
             metadata=metadata or {},
             rate_limit=rate_limit,
+            filter=filter,
         )
 
 

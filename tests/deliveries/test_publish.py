@@ -85,13 +85,34 @@ def test_the_api_publishes_and_counts_deliveries(
     assert Event.objects.get(pk=body["id"]).data == {"amount": 5}
 
 
+@pytest.mark.parametrize(
+    ("body", "conflicting"),
+    [
+        ({"type": "c.d", "data": {}}, ["type"]),
+        ({"type": "a.b", "data": {"x": 1}}, ["data"]),
+        ({"type": "c.d", "data": {"x": 1}}, ["type", "data"]),
+    ],
+)
+def test_an_idempotency_key_reused_for_a_different_event_is_a_422_naming_the_conflict(
+    body, conflicting, publisher, alice, make_subscription, django_capture_on_commit_callbacks
+):
+    make_subscription(alice)
+    with django_capture_on_commit_callbacks(execute=False):
+        first = publisher.post(EVENTS, {"type": "a.b", "data": {}, "idempotency_key": "k1"}, format="json").json()
+        again = publisher.post(EVENTS, {**body, "idempotency_key": "k1"}, format="json")
+    assert again.status_code == 422
+    assert again.json()["conflicting_fields"] == conflicting
+    assert first["id"] in again.json()["detail"]
+    assert Event.objects.count() == 1 and Delivery.objects.count() == 1
+
+
 def test_the_same_idempotency_key_within_a_day_answers_with_the_first_event(
     publisher, alice, make_subscription, django_capture_on_commit_callbacks
 ):
     make_subscription(alice)
     with django_capture_on_commit_callbacks(execute=False):
         first = publisher.post(EVENTS, {"type": "a.b", "data": {}, "idempotency_key": "k1"}, format="json").json()
-        again = publisher.post(EVENTS, {"type": "c.d", "data": {"x": 1}, "idempotency_key": "k1"}, format="json")
+        again = publisher.post(EVENTS, {"type": "a.b", "data": {}, "idempotency_key": "k1"}, format="json")
     assert again.status_code == 202 and again.json() == first
     assert Event.objects.count() == 1 and Delivery.objects.count() == 1
     Event.objects.filter(pk=first["id"]).update(created_at=timezone.now() - timedelta(hours=25))

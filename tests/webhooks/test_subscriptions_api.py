@@ -18,6 +18,8 @@ READ_FIELDS = {
     "description",
     "active",
     "metadata",
+    "filter",
+    "deprecated_events",
     "rate_limit",
     "created_at",
     "updated_at",

@@ -1,0 +1,102 @@
+"""The event catalog's rules: schemas are valid JSON Schema 2020-12, examples and published data obey them,
+and in strict mode only registered types are published and subscribed to.
+
+Compiled validators are cached per (name, updated_at): an edit in the admin or a reload gets a fresh one
+without any process having to be told.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from django.conf import settings
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from webhooks.events import pattern_matches
+from webhooks.models import EventType
+
+MAX_REPORTED_ERRORS = 20
+
+
+class EventRejected(ValueError):
+    """Published data that the catalog refuses: `errors` is a field → list body for a 400."""
+
+    def __init__(self, errors: dict[str, list]) -> None:
+        super().__init__(str(errors))
+        self.errors = errors
+
+
+def pointer(path) -> str:
+    return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in path)
+
+
+def schema_problem(schema: Any) -> str | None:
+    """Why this is not a usable JSON Schema 2020-12, or None."""
+    if not isinstance(schema, dict | bool):
+        return "Must be a JSON Schema: an object (or true/false)."
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        return f"Not a valid JSON Schema 2020-12 at {pointer(exc.absolute_path) or '/'}: {exc.message}"
+    return None
+
+
+def data_errors(schema: Any, data: Any, *, validator: Draft202012Validator | None = None) -> list[dict[str, str]]:
+    """Each way `data` breaks the schema, as {"pointer", "message"}, in document order."""
+    validator = validator or Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
+    return [{"pointer": pointer(e.absolute_path), "message": e.message} for e in errors[:MAX_REPORTED_ERRORS]]
+
+
+def event_type_problems(*, schema: Any, example: Any) -> dict[str, str]:
+    """What the admin and the loader refuse to store: a bad schema, or an example that does not obey it."""
+    problem = schema_problem(schema)
+    if problem:
+        return {"schema": problem}
+    if example is not None:
+        if not isinstance(example, dict):
+            return {"example": "Must be a JSON object (an event's data), or empty."}
+        errors = data_errors(schema, example)
+        if errors:
+            return {
+                "example": "Does not validate: " + "; ".join(f"{e['pointer'] or '/'}: {e['message']}" for e in errors)
+            }
+    return {}
+
+
+@lru_cache(maxsize=1024)
+def _compiled(name: str, updated_at: str) -> Draft202012Validator:
+    schema = EventType.objects.values_list("schema", flat=True).get(pk=name)
+    return Draft202012Validator(schema)
+
+
+def event_check(*, event_type: str, data: dict[str, Any]) -> None:
+    """Raise EventRejected if the catalog refuses this event: data against a registered type's schema in
+    either mode; an unregistered type in strict mode."""
+    row = EventType.objects.filter(pk=event_type).values_list("updated_at", flat=True).first()
+    if row is None:
+        if settings.ASIRI_EVENT_CATALOG == "strict":
+            raise EventRejected({"type": ["Not a registered event type (GET /v1/event-types lists them)."]})
+        return
+    validator = _compiled(event_type, row.isoformat())
+    if not validator.is_valid(data):
+        raise EventRejected({"data": data_errors(None, data, validator=validator)})
+
+
+def unmatched_patterns(patterns: list[str]) -> list[str]:
+    """In strict mode, the patterns that match no registered event type (always none in open mode)."""
+    if settings.ASIRI_EVENT_CATALOG != "strict":
+        return []
+    names = list(EventType.objects.values_list("name", flat=True))
+    return [p for p in patterns if not any(pattern_matches(p, name) for name in names)]
+
+
+def deprecated_matches(patterns: list[str], deprecated_names: list[str]) -> list[str]:
+    """The deprecated event types these patterns would receive."""
+    return [name for name in deprecated_names if any(pattern_matches(p, name) for p in patterns)]
+
+
+def deprecated_names() -> list[str]:
+    return list(EventType.objects.filter(deprecated=True).values_list("name", flat=True))
