@@ -16,8 +16,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from deliveries.models import Delivery, Event
-from webhooks.models import Subscription
-from webhooks.models import EventType
+from webhooks.models import EventType, Subscription
 from webhooks.views import SubscriptionViewSet
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]

@@ -11,10 +11,11 @@ from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from webhooks.events import pattern_matches
+from webhooks.events import EVENT_NAME_RE, pattern_matches
 from webhooks.models import EventType
 
 MAX_REPORTED_ERRORS = 20
@@ -100,3 +101,66 @@ def deprecated_matches(patterns: list[str], deprecated_names: list[str]) -> list
 
 def deprecated_names() -> list[str]:
     return list(EventType.objects.filter(deprecated=True).values_list("name", flat=True))
+
+
+class CatalogFileError(ValueError):
+    """A catalog file that cannot be loaded; nothing was changed."""
+
+
+def event_types_load(entries: Any, *, prune: bool = False, progress=None) -> dict[str, int]:
+    """Upsert the catalog from a list of {name, description, schema, example, deprecated}; with prune, delete
+    the types not listed. All or nothing: every entry is checked before any row is written."""
+    if not isinstance(entries, list):
+        raise CatalogFileError("The file must hold a JSON array of event types.")
+    allowed = {"name", "description", "schema", "example", "deprecated"}
+    checked: dict[str, dict[str, Any]] = {}
+    for index, entry in enumerate(entries):
+        where = f"entry {index}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise CatalogFileError(f"{where}: must be an object with a string name.")
+        name = entry["name"]
+        where = f"{where} ({name})"
+        unknown = set(entry) - allowed
+        if unknown:
+            raise CatalogFileError(f"{where}: unknown fields {', '.join(sorted(unknown))}.")
+        if not EVENT_NAME_RE.fullmatch(name):
+            raise CatalogFileError(f"{where}: not an event name (lowercase words separated by dots, no wildcards).")
+        if name in checked:
+            raise CatalogFileError(f"{where}: listed twice.")
+        fields = {
+            "description": entry.get("description", ""),
+            "schema": entry.get("schema", {}),
+            "example": entry.get("example"),
+            "deprecated": entry.get("deprecated", False),
+        }
+        if not isinstance(fields["description"], str) or not isinstance(fields["deprecated"], bool):
+            raise CatalogFileError(f"{where}: description must be a string and deprecated true or false.")
+        problems = event_type_problems(schema=fields["schema"], example=fields["example"])
+        if problems:
+            raise CatalogFileError(f"{where}: " + "; ".join(f"{k}: {v}" for k, v in problems.items()))
+        checked[name] = fields
+    counts = {"created": 0, "updated": 0, "unchanged": 0, "removed": 0}
+    with transaction.atomic():
+        existing = {row.name: row for row in EventType.objects.select_for_update()}
+        for name, fields in checked.items():
+            row = existing.get(name)
+            if row is None:
+                EventType.objects.create(name=name, **fields)
+                outcome = "created"
+            elif any(getattr(row, key) != value for key, value in fields.items()):
+                for key, value in fields.items():
+                    setattr(row, key, value)
+                row.save()
+                outcome = "updated"
+            else:
+                outcome = "unchanged"
+            counts[outcome] += 1
+            if progress:
+                progress(f"{outcome:9} {name}")
+        if prune:
+            for name in sorted(set(existing) - set(checked)):
+                existing[name].delete()
+                counts["removed"] += 1
+                if progress:
+                    progress(f"removed   {name}")
+    return counts

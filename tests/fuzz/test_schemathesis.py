@@ -9,6 +9,8 @@ and no task reaches a worker (see conftest.py), so no generated URL is ever cont
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import re
@@ -18,6 +20,7 @@ from typing import Any
 
 import pytest
 import schemathesis
+from django.core import signing
 from django.core.exceptions import ValidationError
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.signals import request_finished, request_started
@@ -28,6 +31,7 @@ from schemathesis.core.parameters import ParameterLocation
 from core.api import KeysetPagination
 from deliveries.models import Delivery
 from webhooks.addresses import UNDELIVERABLE
+from webhooks.models import EventType
 from webhooks.validators import validate_webhook_url
 
 EXAMPLES = int(os.environ.get("ASIRI_FUZZ_EXAMPLES", "100"))
@@ -97,17 +101,23 @@ class World:
     subscription_id: str
     delivery_id: str
     cursor: str
+    name_cursor: str
+    event_type: str
 
 
 @pytest.fixture
 def world(scoped_keys, alice, make_subscription, make_failed_delivery) -> World:
     subscription = make_subscription(alice)
     delivery: Delivery = make_failed_delivery(subscription)
+    event_type = EventType.objects.create(name="invoice.paid", schema={"type": "object"}, example={"amount": 1})
+    EventType.objects.create(name="invoice.voided", schema={"type": "object"}, example={"amount": 1})
     return World(
         keys=scoped_keys,
         subscription_id=subscription.id,
         delivery_id=delivery.id,
         cursor=KeysetPagination.cursor_for(subscription),
+        name_cursor=signing.dumps([event_type.name, False], salt="asiri.api.cursor.name", compress=True),
+        event_type=event_type.name,
     )
 
 
@@ -129,8 +139,19 @@ def prepare(case: schemathesis.Case, world: World, *, real_ids: bool = True) -> 
                 case.path_parameters[name] = world.subscription_id
         if "delivery_id" in case.path_parameters:
             case.path_parameters["delivery_id"] = world.delivery_id
+        if "name" in case.path_parameters:
+            case.path_parameters["name"] = world.event_type
     if not negated(ParameterLocation.QUERY) and case.query and "cursor" in case.query:
-        case.query["cursor"] = world.cursor
+        by_name = case.operation.path.endswith("/event-types")
+        case.query["cursor"] = world.name_cursor if by_name else world.cursor
+    if not negated(ParameterLocation.BODY) and isinstance(case.body, dict) and "idempotency_key" in case.body:
+        # A key reused with another body is a 422 by design (the history decides, not the document):
+        # generated keys name their body, so a repeat is a true repeat.
+        body = json.dumps([case.body.get("type"), case.body.get("data")], sort_keys=True)
+        case.body["idempotency_key"] = hashlib.sha256(body.encode()).hexdigest()
+    if not negated(ParameterLocation.BODY) and isinstance(case.body, dict) and "event_type" in case.body:
+        # Which names are registered is data, not something a document states: send a registered one.
+        case.body["event_type"] = world.event_type
     if not negated(ParameterLocation.BODY) and _names_a_private_address(case.body):
         # Which hosts are private depends on DNS, so no document can say; tests/webhooks cover it.
         reject()
