@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -93,8 +94,24 @@ def event_publish(
     return event
 
 
+def _numbers_exact(value: Any) -> Any:
+    """The value with every number as a Decimal: PostgreSQL keeps 2.5e+154 as the digits it stands for, which
+    come back as an int that no float equals, so a true repeat must be compared on the numbers' values."""
+    if isinstance(value, dict):
+        return {key: _numbers_exact(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_numbers_exact(item) for item in value]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return Decimal(repr(value))
+    return value
+
+
 def _same_event(event: Event, event_type: str, data: dict[str, Any]) -> Event:
-    differs = [name for name, value in (("type", event_type), ("data", data)) if getattr(event, name) != value]
+    differs = []
+    if event.type != event_type:
+        differs.append("type")
+    if _numbers_exact(event.data) != _numbers_exact(data):
+        differs.append("data")
     if differs:
         raise IdempotencyConflict(event, differs)
     return event

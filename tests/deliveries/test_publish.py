@@ -247,3 +247,15 @@ def test_data_nested_to_the_limit_is_published(publisher, kind, django_capture_o
         response = publisher.generic("POST", EVENTS, raw, content_type="application/json")
     assert response.status_code == 202, response.content
     assert Event.objects.get().data == json.loads(raw)["data"]
+
+
+def test_a_repeat_with_numbers_postgresql_rewrites_is_still_the_same_event(
+    publisher, alice, make_subscription, django_capture_on_commit_callbacks
+):
+    # jsonb keeps 2.5e+154 as its digits, which come back as an int no float equals.
+    body = {"type": "a.b", "data": {"big": 2.66684067670759e154, "one": 1.0}, "idempotency_key": "k9"}
+    with django_capture_on_commit_callbacks(execute=False):
+        first = publisher.post(EVENTS, body, format="json")
+        again = publisher.post(EVENTS, body, format="json")
+    assert again.status_code == 202 and again.json() == first.json()
+    assert Event.objects.count() == 1
