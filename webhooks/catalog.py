@@ -2,7 +2,9 @@
 and in strict mode only registered types are published and subscribed to.
 
 Compiled validators are cached per (name, updated_at): an edit in the admin or a reload gets a fresh one
-without any process having to be told.
+without any process having to be told. Data is validated by jsonschema_rs (Rust): 0.004 ms for a 1 KB invoice
+where the pure-Python jsonschema took 0.48 ms (bench/RESULTS.md); jsonschema checks schemas against the 2020-12
+meta-schema, where its messages read better. Remote `$ref`s are never fetched.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+import jsonschema_rs
 from django.conf import settings
 from django.db import transaction
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator as MetaSchemaChecker
 from jsonschema.exceptions import SchemaError
 
 from webhooks.events import EVENT_NAME_RE, pattern_matches
@@ -38,17 +41,29 @@ def schema_problem(schema: Any) -> str | None:
     if not isinstance(schema, dict | bool):
         return "Must be a JSON Schema: an object (or true/false)."
     try:
-        Draft202012Validator.check_schema(schema)
+        MetaSchemaChecker.check_schema(schema)
     except SchemaError as exc:
         return f"Not a valid JSON Schema 2020-12 at {pointer(exc.absolute_path) or '/'}: {exc.message}"
+    try:
+        compile_schema(schema)
+    except (jsonschema_rs.ValidationError, ValueError) as exc:
+        return f"Not a usable JSON Schema 2020-12: {str(exc).splitlines()[0]}"
     return None
 
 
-def data_errors(schema: Any, data: Any, *, validator: Draft202012Validator | None = None) -> list[dict[str, str]]:
+def _no_remote_references(uri: str):
+    raise ValueError(f"remote references are not fetched ({uri}); put the definition in $defs")
+
+
+def compile_schema(schema: Any) -> jsonschema_rs.Draft202012Validator:
+    return jsonschema_rs.Draft202012Validator(schema, retriever=_no_remote_references)
+
+
+def data_errors(schema: Any, data: Any, *, validator=None) -> list[dict[str, str]]:
     """Each way `data` breaks the schema, as {"pointer", "message"}, in document order."""
-    validator = validator or Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
-    return [{"pointer": pointer(e.absolute_path), "message": e.message} for e in errors[:MAX_REPORTED_ERRORS]]
+    validator = validator or compile_schema(schema)
+    errors = sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.instance_path])
+    return [{"pointer": pointer(e.instance_path), "message": e.message} for e in errors[:MAX_REPORTED_ERRORS]]
 
 
 def event_type_problems(*, schema: Any, example: Any) -> dict[str, str]:
@@ -68,9 +83,9 @@ def event_type_problems(*, schema: Any, example: Any) -> dict[str, str]:
 
 
 @lru_cache(maxsize=1024)
-def _compiled(name: str, updated_at: str) -> Draft202012Validator:
+def _compiled(name: str, updated_at: str) -> jsonschema_rs.Draft202012Validator:
     schema = EventType.objects.values_list("schema", flat=True).get(pk=name)
-    return Draft202012Validator(schema)
+    return compile_schema(schema)
 
 
 def event_check(*, event_type: str, data: dict[str, Any]) -> None:

@@ -42,7 +42,7 @@ def test_a_superuser_creates_edits_and_deletes_a_type(superuser_client):
     ("fields", "message"),
     [
         ({"schema": json.dumps({"type": 5})}, "Not a valid JSON Schema 2020-12"),
-        ({"example": json.dumps({"invoice": "in_1"})}, "&#x27;amount&#x27; is a required property"),
+        ({"example": json.dumps({"invoice": "in_1"})}, "&quot;amount&quot; is a required property"),
         ({"schema": "{not json"}, "Enter a valid JSON"),
         ({"name": "invoice.*"}, "Must be an event name"),
     ],

@@ -76,11 +76,11 @@ def test_it_validates_a_registered_types_data_with_pointers(mode, settings, publ
     assert response.json() == {
         "data": [
             {"pointer": "/amount", "message": "-1 is less than the minimum of 0"},
-            {"pointer": "/invoice", "message": "7 is not of type 'string'"},
+            {"pointer": "/invoice", "message": '7 is not of type "string"'},
         ]
     }
     missing = publish(publisher, "invoice.paid", {"invoice": "in_1"}).json()
-    assert missing == {"data": [{"pointer": "", "message": "'amount' is a required property"}]}
+    assert missing == {"data": [{"pointer": "", "message": '"amount" is a required property'}]}
     assert Event.objects.count() == 0
 
 
@@ -233,7 +233,7 @@ def test_prune_removes_the_types_the_file_does_not_list(db, tmp_path):
     ("entries", "message"),
     [
         ([{"name": "a.b", "schema": {"type": "objekt"}}], "Not a valid JSON Schema 2020-12"),
-        ([{"name": "a.b", "schema": {"type": "object", "required": ["x"]}, "example": {}}], "'x' is a required"),
+        ([{"name": "a.b", "schema": {"type": "object", "required": ["x"]}, "example": {}}], '"x" is a required'),
         ([{"name": "a.*"}], "not an event name"),
         ([{"name": "a.b", "evnets": []}], "unknown fields evnets"),
         ([{"name": "a.b"}, {"name": "a.b"}], "listed twice"),
@@ -248,3 +248,11 @@ def test_a_bad_file_is_refused_with_the_reason_and_changes_nothing(db, tmp_path,
         load(path, "--prune")
     assert message in str(caught.value)
     assert list(EventType.objects.values_list("name", flat=True)) == ["keep.me"]
+
+
+def test_a_schema_with_a_remote_reference_is_refused_without_fetching_it(db, tmp_path, connections):
+    path = tmp_path / "types.json"
+    path.write_text(json.dumps([{"name": "a.b", "schema": {"$ref": "https://schemas.example.com/a.json"}}]))
+    with pytest.raises(CommandError, match="remote references are not fetched"):
+        load(path)
+    assert connections.hosts == []
