@@ -40,6 +40,9 @@ class PayloadFilterField(serializers.JSONField):
             raise serializers.ValidationError(exc.errors) from None
 
 
+SCALAR = {"type": ["string", "number", "boolean", "null"], "pattern": NO_NUL}
+
+
 def filter_component(value_ref: dict) -> ResolvedComponent:
     ref = {"$ref": "#/components/schemas/PayloadFilter"}
     string = {"type": "string", "pattern": NO_NUL}
@@ -47,8 +50,8 @@ def filter_component(value_ref: dict) -> ResolvedComponent:
         "$eq": value_ref,
         "$neq": value_ref,
         **{op: {"type": ["number", "string"], "pattern": NO_NUL} for op in COMPARISONS},
-        "$in": {"type": "array", "items": value_ref},
-        "$nin": {"type": "array", "items": value_ref},
+        "$in": {"type": "array", "items": SCALAR},
+        "$nin": {"type": "array", "items": SCALAR},
         "$exist": {"type": "boolean"},
         "$startsWith": string,
         "$endsWith": string,

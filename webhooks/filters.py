@@ -104,8 +104,10 @@ def _operand_problem(operator: str, operand: Any) -> str | None:
         return f"Unknown operator {operator}; use one of {', '.join(OPERATORS)}."
     if operator in COMPARISONS and not _is_number_or_string(operand):
         return f"{operator} takes a number or a string."
-    if operator in ("$in", "$nin") and not isinstance(operand, list):
-        return f"{operator} takes an array."
+    if operator in ("$in", "$nin") and not (
+        isinstance(operand, list) and not any(isinstance(item, dict | list) for item in operand)
+    ):
+        return f"{operator} takes an array of strings, numbers, booleans or nulls."
     if operator == "$exist" and not isinstance(operand, bool):
         return "$exist takes true or false."
     if operator in ("$startsWith", "$endsWith") and not isinstance(operand, str):

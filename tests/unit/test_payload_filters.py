@@ -192,6 +192,7 @@ def test_it_follows_the_documented_semantics(filter_, expected):
         ({"data": {"amount": {"$gt": True}}}, "/data/amount/$gt", "number or a string"),
         ({"data": {"amount": {"$gt": [1]}}}, "/data/amount/$gt", "number or a string"),
         ({"data": {"x": {"$in": "EUR"}}}, "/data/x/$in", "array"),
+        ({"data": {"x": {"$nin": [{"a": 1}]}}}, "/data/x/$nin", "array of strings, numbers"),
         ({"data": {"x": {"$exist": 1}}}, "/data/x/$exist", "true or false"),
         ({"data": {"x": {"$startsWith": 1}}}, "/data/x/$startsWith", "string"),
         ({"$or": [{"type": "a"}, {"$bad": 1}]}, "/$or/1/$bad", "Unknown operator"),
