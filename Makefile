@@ -31,6 +31,7 @@ install: $(STAMP)
 
 run: install
 	@$(LOCAL_ENV) $(BIN)/python manage.py migrate --noinput
+	@$(LOCAL_ENV) $(BIN)/python manage.py load_event_types webhooks/fixtures/event_types.json
 	@$(LOCAL_ENV) $(BIN)/python manage.py collectstatic --noinput -v0
 	@$(LOCAL_ENV) $(BIN)/python manage.py demo_setup
 	@# Every process counts into one fresh directory, which /metrics adds up (docs/operations.md).

@@ -13,6 +13,7 @@ from kombu import Queue
 from core.env import (
     env_address,
     env_bool,
+    env_choice,
     env_delays,
     env_float,
     env_int,
@@ -191,6 +192,9 @@ ASIRI_SECRET_ROTATION_OVERLAP_HOURS = 24
 # max_subscriptions, set in the admin, overrides it.
 ASIRI_MAX_SUBSCRIPTIONS_PER_TENANT = env_int("ASIRI_MAX_SUBSCRIPTIONS_PER_TENANT", 500)
 ASIRI_IDEMPOTENCY_HOURS = 24
+# open: any event type may be published, registered ones are validated; strict: only registered ones, and
+# subscription patterns must match a registered type (webhooks/catalog.py).
+ASIRI_EVENT_CATALOG = env_choice("ASIRI_EVENT_CATALOG", "open", ("open", "strict"))
 # Requests per API key; the test operation has its own, lower limit. Kept in Redis when the broker is
 # Redis (or ASIRI_RATE_LIMIT_REDIS_URL), so every web process shares them.
 ASIRI_RATE_LIMIT = env_rate("ASIRI_RATE_LIMIT", "600/min")
@@ -244,7 +248,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["core.api.BoundedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "core.openapi.LinkedAutoSchema",
     "EXCEPTION_HANDLER": "core.api.exception_handler",
     "UNAUTHENTICATED_USER": None,
 }

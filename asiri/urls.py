@@ -7,10 +7,12 @@ from rest_framework.routers import SimpleRouter
 from asiri.dashboard import dashboard
 from asiri.errors import api_not_found
 from deliveries.views import EventBatchView, EventViewSet, SubscriptionDeliveryViewSet, SubscriptionRecoveryViewSet
+from webhooks.catalog_views import EventTypeViewSet, FilterTestView
 from webhooks.views import SubscriptionViewSet
 
 router = SimpleRouter(trailing_slash=False)
 router.register("webhooks/subscriptions", SubscriptionViewSet, basename="subscription")
+router.register("event-types", EventTypeViewSet, basename="event-type")
 
 subscription_children = [
     path("deliveries", SubscriptionDeliveryViewSet.as_view({"get": "list"}), name="subscription-deliveries"),
@@ -30,6 +32,7 @@ subscription_children = [
 ]
 
 urlpatterns = [
+    path("v1/webhooks/filter-test", FilterTestView.as_view(), name="filter-test"),
     path("v1/", include(router.urls)),
     path("v1/webhooks/subscriptions/<str:subscription_id>/", include(subscription_children)),
     path("v1/events", EventViewSet.as_view({"get": "list", "post": "publish"}), name="events"),

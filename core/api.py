@@ -52,6 +52,32 @@ class StrictBooleanField(serializers.BooleanField):
         return data
 
 
+class StrictSerializerMixin:
+    """A request serializer that refuses what it would otherwise ignore: unknown and read-only fields.
+
+    `read_only_names` lists the fields a client sees in responses but may not send (`id`, `secret`, …),
+    so sending one says "read-only" rather than "unknown".
+    """
+
+    read_only_names: tuple[str, ...] = ()
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            writable = {name for name, field in self.fields.items() if not field.read_only}
+            errors = {
+                name: ["This field is read-only."] if name in self.read_only_names else ["Unknown field."]
+                for name in data
+                if name not in writable
+            }
+            if errors:
+                raise exceptions.ValidationError(errors)
+        return super().to_internal_value(data)
+
+
+class NoBodySerializer(StrictSerializerMixin, serializers.Serializer):
+    """For operations that take no body: any member sent is a 400, not silently ignored."""
+
+
 class PayloadTooLarge(exceptions.APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_detail = "Request body is too large."
@@ -116,6 +142,9 @@ class BoundedJSONParser(JSONParser):
         return data
 
 
+UNAUTHENTICATED = "Missing or invalid API key."
+
+
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     """DRF's handler, with one 404 body whatever was missing and 401s that name the Bearer scheme."""
     # Imported here: rest_framework.views reads the parser setting, which names this module.
@@ -125,6 +154,8 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         exc = exceptions.NotFound()
     response = drf_exception_handler(exc, context)
     if response is not None and response.status_code == status.HTTP_401_UNAUTHORIZED:
+        # One body for a missing key and every kind of wrong one: the answer tells a caller nothing.
+        response.data = {"detail": UNAUTHENTICATED}
         response["WWW-Authenticate"] = 'Bearer realm="api"'
     return response
 
@@ -254,3 +285,48 @@ class KeysetPagination(BasePagination):
 
 class SubscriptionPagination(KeysetPagination):
     page_size = 100
+
+
+class NameKeysetPagination(KeysetPagination):
+    """Keyset paging on a unique name, in name order: for catalogs, where the order people read is A to Z."""
+
+    page_size = 100
+    key = "name"
+
+    def paginate_queryset(self, queryset: QuerySet, request: Request, view=None) -> list:
+        self.request = request
+        self.limit = self._read_limit(request)
+        position = self._read_cursor(request)
+        self.has_next = self.has_previous = False
+        if position is None:
+            rows = list(queryset.order_by(self.key)[: self.limit + 1])
+            self.has_next = len(rows) > self.limit
+        else:
+            name, backwards = position
+            if backwards:
+                rows = list(queryset.filter(**{f"{self.key}__lt": name}).order_by(f"-{self.key}")[: self.limit + 1])
+                self.has_previous = len(rows) > self.limit
+                rows = list(reversed(rows[: self.limit]))
+                self.has_next = True
+            else:
+                rows = list(queryset.filter(**{f"{self.key}__gt": name}).order_by(self.key)[: self.limit + 1])
+                self.has_next = len(rows) > self.limit
+                self.has_previous = True
+        self.rows = rows[: self.limit]
+        return self.rows
+
+    def _read_cursor(self, request: Request) -> tuple[str, bool] | None:  # type: ignore[override]
+        raw = request.query_params.get(self.cursor_query_param, "")
+        if raw == "":
+            return None
+        try:
+            name, backwards = signing.loads(raw, salt=_CURSOR_SALT + ".name")
+            return str(name), bool(backwards)
+        except (signing.BadSignature, ValueError, TypeError):
+            raise exceptions.ValidationError(
+                {self.cursor_query_param: ["Invalid cursor: use the next or previous link of a listing."]}
+            ) from None
+
+    def _link(self, row, backwards: bool) -> str:
+        token = signing.dumps([getattr(row, self.key), backwards], salt=_CURSOR_SALT + ".name", compress=True)
+        return replace_query_param(self.request.build_absolute_uri(), self.cursor_query_param, token)

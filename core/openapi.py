@@ -8,6 +8,8 @@ from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import serializers
 
+from core.api import StrictSerializerMixin
+
 # DRF's CharField refuses NUL (PostgreSQL cannot store it in text or jsonb): strings in requests
 # say so. ECMA-262 and Python read this pattern alike.
 NO_NUL = "^[^\\u0000]*$"
@@ -21,11 +23,16 @@ _DESCRIPTIONS = {
     409: "The object is not in a state that allows this.",
     413: "Request body too large.",
     415: "The body is not `application/json`.",
+    422: "The idempotency key was used within 24 hours for a different event; `conflicting_fields` names how.",
     429: "Too many requests with this API key; `Retry-After` says when to try again.",
 }
 
 _DETAIL = inline_serializer("Error", {"detail": serializers.CharField()})
 _SCOPE = inline_serializer("ScopeError", {"detail": serializers.CharField(), "required_scope": serializers.CharField()})
+_CONFLICT = inline_serializer(
+    "IdempotencyConflict",
+    {"detail": serializers.CharField(), "conflicting_fields": serializers.ListField(child=serializers.CharField())},
+)
 _VALIDATION = {
     "type": "object",
     "description": (
@@ -39,7 +46,7 @@ def error_responses(*codes: int) -> dict[int, OpenApiResponse]:
     responses = {}
     # Every operation negotiates the response type first, and is rate limited per key.
     for code in (*codes, 406, 429):
-        body = {400: _VALIDATION, 403: _SCOPE}.get(code, _DETAIL)
+        body = {400: _VALIDATION, 403: _SCOPE, 422: _CONFLICT}.get(code, _DETAIL)
         responses[code] = OpenApiResponse(response=body, description=_DESCRIPTIONS[code])
     return responses
 
@@ -104,7 +111,14 @@ LINKS: dict[tuple[str, int], dict[str, dict]] = {
 
 
 class LinkedAutoSchema(AutoSchema):
-    """drf-spectacular's AutoSchema plus the response links in LINKS (which it has no decorator for)."""
+    """drf-spectacular's AutoSchema plus the response links in LINKS (which it has no decorator for), and
+    `additionalProperties: false` on request bodies that refuse unknown members (StrictSerializerMixin)."""
+
+    def _map_basic_serializer(self, serializer, direction) -> dict:
+        schema = super()._map_basic_serializer(serializer, direction)
+        if direction == "request" and isinstance(serializer, StrictSerializerMixin):
+            schema["additionalProperties"] = False
+        return schema
 
     def _get_response_for_code(self, serializer, status_code, media_types=None, direction="response") -> dict:
         response = super()._get_response_for_code(serializer, status_code, media_types, direction)

@@ -64,7 +64,10 @@ class Rfc3339DateTimeFilter(django_filters.Filter):
 
 
 class DeliveryFilter(django_filters.FilterSet):
-    status = django_filters.ChoiceFilter(choices=DeliveryStatus.choices)
+    status = django_filters.ChoiceFilter(
+        choices=DeliveryStatus.choices,
+        error_messages={"invalid_choice": f"Must be one of {', '.join(DeliveryStatus.values)}."},
+    )
     # Not stripped: the document's 200-character limit is on the value as sent.
     event_type = django_filters.CharFilter(max_length=200, strip=False)
     created_after = Rfc3339DateTimeFilter(field_name="created_at", lookup_expr="gte")

@@ -3,17 +3,17 @@ from datetime import datetime
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from drf_spectacular.extensions import OpenApiSerializerExtension, OpenApiSerializerFieldExtension
-from drf_spectacular.plumbing import ResolvedComponent
+from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from core.api import MAX_JSON_DEPTH, TOO_DEEP, StrictCharField
-from core.openapi import NO_NUL
+from core.api import MAX_JSON_DEPTH, StrictCharField, StrictSerializerMixin
+from core.jsonfields import JsonObjectField
 from deliveries.filters import parse_rfc3339
 from deliveries.models import Attempt, Delivery, Event, EventSkip, Recovery, SkipReason
 from deliveries.recovery import MAX_RECOVERY_DAYS
 from webhooks.events import PUBLISHABLE_EVENT_NAME_REGEX, RESERVED_PREFIXES, FullMatchValidator, is_reserved
+from webhooks.models import EventType
 
 
 class AttemptSerializer(serializers.ModelSerializer):
@@ -88,57 +88,6 @@ class DeliveryDetailSerializer(DeliverySerializer):
     attempts = AttemptDetailSerializer(many=True, read_only=True)
 
 
-def _json_problem(value) -> str | None:
-    """Why a JSON value cannot be taken, or None; a walk with its own stack, so depth cannot exhaust Python's."""
-    pending = [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return "Must not contain NUL (\\u0000) characters."
-        elif isinstance(item, dict | list):
-            if depth > MAX_JSON_DEPTH:
-                return TOO_DEEP
-            children = [*item, *item.values()] if isinstance(item, dict) else item  # keys are strings
-            pending.extend((child, depth + 1) for child in children)
-    return None
-
-
-class JsonObjectField(serializers.JSONField):
-    """Any JSON object without NUL characters, nested at most MAX_JSON_DEPTH levels."""
-
-    def to_internal_value(self, data) -> dict:
-        if not isinstance(data, dict):
-            raise serializers.ValidationError("Must be a JSON object.")
-        problem = _json_problem(data)
-        if problem:
-            raise serializers.ValidationError(problem)
-        return super().to_internal_value(data)
-
-
-class JsonObjectFieldSchema(OpenApiSerializerFieldExtension):
-    """A JSON object whose keys and strings, at any depth, contain no NUL."""
-
-    target_class = JsonObjectField
-
-    def map_serializer_field(self, auto_schema, direction) -> dict:
-        # Recursive, so a component: type-specific keywords apply only to values of that type.
-        value = ResolvedComponent(
-            name="JsonValue",
-            type=ResolvedComponent.SCHEMA,
-            object="JsonValue",
-            schema={
-                "description": "Any JSON value whose strings and object keys contain no NUL (\\u0000).",
-                "pattern": NO_NUL,
-                "propertyNames": {"pattern": NO_NUL},
-                "items": {"$ref": "#/components/schemas/JsonValue"},
-                "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},
-            },
-        )
-        auto_schema.registry.register_on_missing(value)
-        return {"type": "object", "propertyNames": {"pattern": NO_NUL}, "additionalProperties": value.ref}
-
-
 class PublishableEventNameValidator(FullMatchValidator):
     """An event name a tenant may publish: the namespaces ASIRI sends its own events in are refused by name."""
 
@@ -149,7 +98,9 @@ class PublishableEventNameValidator(FullMatchValidator):
         super().__call__(value)
 
 
-class EventPublishSerializer(serializers.Serializer):
+class EventPublishSerializer(StrictSerializerMixin, serializers.Serializer):
+    read_only_names = ("id", "deliveries")
+
     type = StrictCharField(
         max_length=200,
         trim_whitespace=False,  # " invoice.paid" is not an event name, as the pattern says
@@ -195,7 +146,7 @@ class EventPublishedSerializer(serializers.Serializer):
 MAX_BATCH_EVENTS = 100
 
 
-class EventBatchSerializer(serializers.Serializer):
+class EventBatchSerializer(StrictSerializerMixin, serializers.Serializer):
     """1 to 100 events, validated all or nothing; an error names the event by its index."""
 
     # A ListField, not many=True: its errors are keyed by index, and its bounds reach the OpenAPI document.
@@ -320,3 +271,20 @@ class RecoverSchema(OpenApiSerializerExtension):
     def map_serializer(self, auto_schema, direction) -> dict:
         schema = auto_schema._map_basic_serializer(self.target, direction)
         return {**schema, "additionalProperties": False}
+
+
+class TestSendSerializer(StrictSerializerMixin, serializers.Serializer):
+    event_type = StrictCharField(
+        max_length=200,
+        required=False,
+        trim_whitespace=False,
+        help_text="A catalog event type whose `example` is sent as `data`; leave out for `webhook.test`.",
+    )
+
+    def validate_event_type(self, name: str) -> EventType:
+        event_type = EventType.objects.filter(pk=name).first()
+        if event_type is None:
+            raise serializers.ValidationError("Not a registered event type (GET /v1/event-types lists them).")
+        if event_type.example is None:
+            raise serializers.ValidationError("This event type has no example to send.")
+        return event_type

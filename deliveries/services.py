@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -31,11 +32,13 @@ from deliveries.models import (
 )
 from deliveries.recovery import RECOVER, recoveries_to_wake
 from tenants.models import Tenant
-from webhooks.models import Subscription
+from webhooks.catalog import events_check
+from webhooks.models import EventType, Subscription
 
 logger = logging.getLogger(__name__)
 
 MAX_WAKEUPS_PER_DISPATCH = 8
+TEST_MESSAGE = "This is a test event from ASIRI Webhooks."
 PURGE_BATCH = 1000
 
 
@@ -51,6 +54,17 @@ class NewEvent:
     data: dict[str, Any]
     idempotency_key: str | None = None
     ordering_key: str | None = None
+
+
+class IdempotencyConflict(Exception):
+    """The idempotency key already names an event with a different type or data (within its 24 hours)."""
+
+    def __init__(self, event: Event, fields: list[str]) -> None:
+        super().__init__(
+            f"This idempotency_key was used for {event.id} within the last {settings.ASIRI_IDEMPOTENCY_HOURS} hours "
+            f"with a different {' and '.join(fields)}: use a new key for a different event."
+        )
+        self.fields = fields
 
 
 def event_publish(
@@ -79,7 +93,10 @@ def event_publish_many(
     event and creates nothing. Every live subscription that wants an event but gets no delivery
     (paused, disabled, or the subscription an operational event is about) is recorded as skipped.
     Deliveries with an `ordering_key` take positions in the order given, so they are sent in it.
+    A reused key whose type or data differ raises IdempotencyConflict; the catalog may refuse an event
+    first (EventRejected, with `index` the event's place in `events`).
     """
+    events_check([(e.type, e.data) for e in events])
     now = database_now()
     with transaction.atomic():
         if not any(e.idempotency_key for e in events):
@@ -99,7 +116,9 @@ def _publish(
     results, fresh = [], []
     for new in events:
         event = published.get(new.idempotency_key) if new.idempotency_key else None
-        if event is None:
+        if event is not None:
+            _same_event(event, new.type, new.data)
+        else:
             event = Event(
                 tenant=tenant,
                 type=new.type,
@@ -115,13 +134,16 @@ def _publish(
     if not fresh:
         return results
     Event.objects.bulk_create(fresh)
-    live = list(Subscription.objects.live().for_tenant(tenant).only("id", "events", "active", "disabled_reason"))
+    live = list(
+        Subscription.objects.live().for_tenant(tenant).only("id", "events", "active", "disabled_reason", "filter")
+    )
     wanting = {t: [s for s in live if s.wants(t)] for t in {e.type for e in fresh}}
     deliveries, skips = [], []
     for event in fresh:
         event.delivery_count = 0
+        envelope = {"type": event.type, "data": event.data}
         for subscription in wanting[event.type]:
-            reason = _skip_reason(subscription, about_subscription_id)
+            reason = _skip_reason(subscription, about_subscription_id, envelope)
             if reason is not None:
                 skips.append(EventSkip(event=event, subscription=subscription, reason=reason))
                 continue
@@ -148,11 +170,36 @@ def _publish(
     return results
 
 
-def _skip_reason(subscription: Subscription, about_subscription_id: str | None) -> SkipReason | None:
+def _numbers_exact(value: Any) -> Any:
+    """The value with every number as a Decimal: PostgreSQL keeps 2.5e+154 as the digits it stands for, which
+    come back as an int that no float equals, so a true repeat must be compared on the numbers' values."""
+    if isinstance(value, dict):
+        return {key: _numbers_exact(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_numbers_exact(item) for item in value]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return Decimal(repr(value))
+    return value
+
+
+def _same_event(event: Event, event_type: str, data: dict[str, Any]) -> Event:
+    differs = []
+    if event.type != event_type:
+        differs.append("type")
+    if _numbers_exact(event.data) != _numbers_exact(data):
+        differs.append("data")
+    if differs:
+        raise IdempotencyConflict(event, differs)
+    return event
+
+
+def _skip_reason(subscription: Subscription, about_subscription_id: str | None, envelope: dict) -> SkipReason | None:
     if subscription.id == about_subscription_id:
         return SkipReason.SUBJECT
     if not subscription.active:
         return SkipReason.DISABLED if subscription.disabled_reason else SkipReason.PAUSED
+    if not subscription.accepts(envelope):
+        return SkipReason.FILTERED
     return None
 
 
@@ -173,16 +220,16 @@ def _events_for_keys(tenant: Tenant, keys: set[str], now: datetime) -> dict[str,
     return found
 
 
-def delivery_send_test(*, subscription: Subscription) -> Delivery:
-    """Create a `webhook.test` event for one subscription (active or not) and send it."""
+def delivery_send_test(*, subscription: Subscription, event_type: EventType | None = None) -> Delivery:
+    """Create a test event for one subscription (active or not) and send it: `webhook.test`, or a catalog
+    type with its example as data (the caller checks it has one)."""
     now = database_now()
+    if event_type is None:
+        type_, data = TEST_EVENT_TYPE, {"subscription_id": subscription.id, "message": TEST_MESSAGE}
+    else:
+        type_, data = event_type.name, event_type.example
     with transaction.atomic():
-        event = Event.objects.create(
-            tenant_id=subscription.tenant_id,
-            type=TEST_EVENT_TYPE,
-            created_at=now,
-            data={"subscription_id": subscription.id, "message": "This is a test event from ASIRI Webhooks."},
-        )
+        event = Event.objects.create(tenant_id=subscription.tenant_id, type=type_, created_at=now, data=data)
         delivery = Delivery.objects.create(
             tenant_id=subscription.tenant_id,
             event=event,

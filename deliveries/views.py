@@ -9,7 +9,7 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.api import KeysetPagination
+from core.api import KeysetPagination, NoBodySerializer
 from core.openapi import NO_NUL, LinkedAutoSchema, error_responses
 from deliveries.filters import DeliveryFilter, EventFilter
 from deliveries.models import Attempt, Delivery, DeliveryStatus, Event, EventSkip, Recovery
@@ -25,9 +25,11 @@ from deliveries.serializers import (
     EventSerializer,
     RecoverSerializer,
     RecoverySerializer,
+    TestSendSerializer,
 )
 from deliveries.services import (
     DeliveryConflict,
+    IdempotencyConflict,
     NewEvent,
     delivery_redeliver,
     delivery_send_test,
@@ -35,6 +37,7 @@ from deliveries.services import (
     event_publish_many,
 )
 from tenants.tenancy import TenantScopedViewSetMixin, is_well_formed_id
+from webhooks.catalog import EventRejected
 from webhooks.models import Subscription
 
 SUBSCRIPTION_ID = OpenApiParameter(
@@ -123,11 +126,13 @@ class SubscriptionScopedMixin(TenantScopedViewSetMixin):
         operation_id="sendTestEvent",
         description=(
             "Creates a `webhook.test` event for this subscription only (even when it is inactive) and "
-            "hands it to a worker. Returns the new delivery. Scope: `webhooks:write`."
+            "hands it to a worker; with `event_type`, an event of that catalog type with its `example` as "
+            "`data` instead (400 if the type is unknown or has no example). Returns the new delivery. "
+            "Scope: `webhooks:write`."
         ),
         parameters=[SUBSCRIPTION_ID],
-        request=None,
-        responses={202: DeliverySerializer, **error_responses(401, 403, 404)},
+        request=TestSendSerializer,
+        responses={202: DeliverySerializer, **error_responses(400, 401, 403, 404)},
     ),
     redeliver=extend_schema(
         summary="Redeliver",
@@ -141,7 +146,7 @@ class SubscriptionScopedMixin(TenantScopedViewSetMixin):
         ),
         parameters=[SUBSCRIPTION_ID, DELIVERY_ID],
         request=None,
-        responses={202: DeliverySerializer, **error_responses(401, 403, 404, 409)},
+        responses={202: DeliverySerializer, **error_responses(400, 401, 403, 404, 409)},
     ),
 )
 class SubscriptionDeliveryViewSet(
@@ -176,12 +181,16 @@ class SubscriptionDeliveryViewSet(
 
     @action(detail=False, methods=["post"])
     def test(self, request, *args, **kwargs) -> Response:
-        delivery = delivery_send_test(subscription=self.get_subscription())
+        subscription = self.get_subscription()
+        payload = TestSendSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        delivery = delivery_send_test(subscription=subscription, event_type=payload.validated_data.get("event_type"))
         return Response(DeliverySerializer(delivery).data, status=status.HTTP_202_ACCEPTED)
 
     @action(detail=True, methods=["post"])
     def redeliver(self, request, *args, **kwargs) -> Response:
         delivery = self.get_object()
+        NoBodySerializer(data=request.data).is_valid(raise_exception=True)
         try:
             delivery = delivery_redeliver(delivery=delivery)
         except DeliveryConflict as exc:
@@ -288,23 +297,33 @@ class EventViewSet(TenantScopedViewSetMixin, mixins.ListModelMixin, mixins.Retri
         operation_id="publishEvent",
         description=(
             "Stores the event and creates one delivery per active subscription of this tenant whose `events` "
-            "match its type. The same `idempotency_key` within 24 hours answers with the first event and "
-            "creates nothing. Types starting `asiri.` or `webhook.` are ASIRI's own: 400. Bodies over 256 KB are "
-            "refused with 413. Scope: `events:write`."
+            "match its type and whose `filter` lets it through. A type registered in the catalog "
+            "(GET /v1/event-types) must have `data` valid against its schema: a 400 lists each error with its "
+            "JSON Pointer. With `ASIRI_EVENT_CATALOG=strict`, an unregistered type is a 400. The same "
+            "`idempotency_key` within 24 hours answers with the first event and creates nothing; with a "
+            "different `type` or `data` it is a 422 naming them. Bodies over 256 KB are refused with 413. "
+            "Types starting `asiri.` or `webhook.` are ASIRI's own: 400. Scope: `events:write`."
         ),
         request=EventPublishSerializer,
-        responses={202: EventPublishedSerializer, **error_responses(400, 401, 403, 413, 415)},
+        responses={202: EventPublishedSerializer, **error_responses(400, 401, 403, 413, 415, 422)},
     )
     def publish(self, request) -> Response:
         payload = EventPublishSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        event = event_publish(
-            tenant=request.auth.tenant,
-            event_type=payload.validated_data["type"],
-            data=payload.validated_data["data"],
-            idempotency_key=payload.validated_data.get("idempotency_key"),
-            ordering_key=payload.validated_data.get("ordering_key"),
-        )
+        try:
+            event = event_publish(
+                tenant=request.auth.tenant,
+                event_type=payload.validated_data["type"],
+                data=payload.validated_data["data"],
+                idempotency_key=payload.validated_data.get("idempotency_key"),
+                ordering_key=payload.validated_data.get("ordering_key"),
+            )
+        except EventRejected as exc:
+            return Response(exc.errors, status=status.HTTP_400_BAD_REQUEST)
+        except IdempotencyConflict as exc:
+            return Response(
+                {"detail": str(exc), "conflicting_fields": exc.fields}, status=status.HTTP_422_UNPROCESSABLE_ENTITY
+            )
         return Response(EventPublishedSerializer(event).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -324,16 +343,23 @@ class EventBatchView(APIView):
             "event, in order. Scope: `events:write`."
         ),
         request=EventBatchSerializer,
-        responses={202: EventBatchPublishedSerializer, **error_responses(400, 401, 403, 413, 415)},
+        responses={202: EventBatchPublishedSerializer, **error_responses(400, 401, 403, 413, 415, 422)},
     )
     def post(self, request) -> Response:
         payload = EventBatchSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        events = event_publish_many(
-            tenant=request.auth.tenant,
-            events=[
-                NewEvent(e["type"], e["data"], e.get("idempotency_key"), e.get("ordering_key"))
-                for e in payload.validated_data["events"]
-            ],
-        )
+        try:
+            events = event_publish_many(
+                tenant=request.auth.tenant,
+                events=[
+                    NewEvent(e["type"], e["data"], e.get("idempotency_key"), e.get("ordering_key"))
+                    for e in payload.validated_data["events"]
+                ],
+            )
+        except EventRejected as exc:
+            return Response({"events": {str(exc.index): exc.errors}}, status=status.HTTP_400_BAD_REQUEST)
+        except IdempotencyConflict as exc:
+            return Response(
+                {"detail": str(exc), "conflicting_fields": exc.fields}, status=status.HTTP_422_UNPROCESSABLE_ENTITY
+            )
         return Response({"results": EventPublishedSerializer(events, many=True).data}, status=status.HTTP_202_ACCEPTED)

@@ -4,9 +4,10 @@ from django.utils import timezone
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
+from core.api import UNAUTHENTICATED
 from tenants.models import ApiKey, parse_key
 
-INVALID_KEY = "Invalid API key."
+INVALID_KEY = UNAUTHENTICATED  # core.api.exception_handler gives a missing key this body too
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):

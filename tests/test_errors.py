@@ -17,7 +17,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
 from deliveries.models import Delivery, Event, Recovery
-from webhooks.models import Subscription
+from webhooks.models import EventType, Subscription
 from webhooks.views import SubscriptionViewSet
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -64,12 +64,14 @@ def targets(alice) -> dict[str, str]:
     recovery = Recovery.objects.create(
         tenant=alice, subscription=subscription, since=timezone.now(), until=timezone.now()
     )
+    EventType.objects.create(name="invoice.paid", schema={"type": "object"}, example={})
     return {
         "pk": subscription.id,
         "subscription_id": subscription.id,
         "delivery_id": delivery.id,
         "event_id": event.id,
         "recovery_id": recovery.id,
+        "name": "invoice.paid",
     }
 
 
@@ -128,6 +130,9 @@ def test_the_walk_reaches_every_operation():
         "events-batch",
         "event",
         "openapi",
+        "event-type-list",
+        "event-type-detail",
+        "filter-test",
     }
 
 

@@ -28,6 +28,10 @@ CONTRACT = {
     # issue #12: recover a time range
     ("post", "/v1/webhooks/subscriptions/{subscription_id}/recover"),
     ("get", "/v1/webhooks/subscriptions/{subscription_id}/recoveries/{recovery_id}"),
+    # the event catalog and payload filters (issue #13)
+    ("get", "/v1/event-types"),
+    ("get", "/v1/event-types/{name}"),
+    ("post", "/v1/webhooks/filter-test"),
 }
 
 

@@ -10,6 +10,7 @@ from django.utils import timezone
 from tenants.ids import new_id
 from tenants.models import Tenant
 from webhooks.events import pattern_matches
+from webhooks.filters import matches
 
 
 def new_subscription_id() -> str:
@@ -45,6 +46,8 @@ class Subscription(models.Model):
     rate_limit = models.PositiveIntegerField(
         null=True, blank=True, help_text="At most this many deliveries per second; empty: as fast as workers go."
     )
+    # A payload filter (webhooks/filters.py); null: every matching event.
+    filter = models.JSONField(null=True, blank=True)
     secret = models.CharField(max_length=100, default=new_signing_secret, editable=False)
     # After a rotation the old secret keeps signing beside the new one until this time.
     previous_secret = models.CharField(max_length=100, blank=True, default="", editable=False)
@@ -89,6 +92,10 @@ class Subscription(models.Model):
     def wants(self, event_type: str) -> bool:
         return any(pattern_matches(pattern, event_type) for pattern in self.events)
 
+    def accepts(self, envelope: dict) -> bool:
+        """Whether its payload filter lets this event ({"type", "data"}) through."""
+        return matches(self.filter, envelope)
+
     def signing_secrets(self, now: datetime) -> list[str]:
         """The secrets a send is signed with: one, or two while a rotation is under way."""
         if self.previous_secret and self.previous_secret_expires_at and self.previous_secret_expires_at > now:
@@ -107,3 +114,24 @@ class Subscription(models.Model):
         self.deleted_at = timezone.now()
         self.active = False
         self.save(update_fields=["deleted_at", "active", "updated_at"])
+
+
+class EventType(models.Model):
+    """One entry of the global event catalog: what ASIRI publishes and the JSON Schema of its `data`.
+
+    Validation of the schema and the example lives in webhooks.catalog (the admin and the loader call it).
+    """
+
+    name = models.CharField(primary_key=True, max_length=200)
+    description = models.TextField(blank=True, default="")
+    schema = models.JSONField(default=dict, blank=True, help_text="JSON Schema (2020-12) of the event's data.")
+    example = models.JSONField(null=True, blank=True, help_text="A data object valid against the schema.")
+    deprecated = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name

@@ -5,10 +5,12 @@ from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from core.api import StrictBooleanField, StrictCharField, StrictIntegerField
+from core.api import StrictBooleanField, StrictCharField, StrictIntegerField, StrictSerializerMixin
 from core.openapi import NO_NUL
 from webhooks import headers as header_rules
+from webhooks.catalog import deprecated_matches, deprecated_names, unmatched_patterns
 from webhooks.events import EVENT_PATTERN_REGEX, FullMatchValidator
+from webhooks.filter_fields import PayloadFilterField
 from webhooks.models import Subscription
 from webhooks.validators import MAX_URL_LENGTH, validate_webhook_url, webhook_url_pattern
 
@@ -180,6 +182,10 @@ class SubscriptionSerializer(serializers.ModelSerializer):
     events = serializers.ListField(child=serializers.CharField())
     metadata = MetadataField()
     headers = HeadersShownField()
+    filter = serializers.JSONField(help_text="The payload filter, or null.")
+    deprecated_events = serializers.SerializerMethodField(
+        help_text="Deprecated event types (GET /v1/event-types) that `events` matches: move off them."
+    )
 
     class Meta:
         model = Subscription
@@ -192,11 +198,19 @@ class SubscriptionSerializer(serializers.ModelSerializer):
             "metadata",
             "headers",
             "rate_limit",
+            "filter",
+            "deprecated_events",
             "created_at",
             "updated_at",
             "disabled_reason",
         )
         read_only_fields = fields
+
+    def get_deprecated_events(self, subscription: Subscription) -> list[str]:
+        # Read once per response, however many subscriptions a page holds.
+        if "deprecated_event_types" not in self.context:
+            self.context["deprecated_event_types"] = deprecated_names()
+        return deprecated_matches(subscription.events, self.context["deprecated_event_types"])
 
 
 class SubscriptionCreatedSerializer(SubscriptionSerializer):
@@ -207,7 +221,9 @@ class SubscriptionCreatedSerializer(SubscriptionSerializer):
         read_only_fields = fields
 
 
-class SubscriptionWriteSerializer(serializers.Serializer):
+class SubscriptionWriteSerializer(StrictSerializerMixin, serializers.Serializer):
+    read_only_names = (*SubscriptionCreatedSerializer.Meta.fields, "previous_secret", "deleted_at")
+
     url = WebhookUrlField(
         help_text=(
             "Where events are POSTed. https only in production; a host that does not resolve to a public "
@@ -229,3 +245,12 @@ class SubscriptionWriteSerializer(serializers.Serializer):
             "together; the rest wait their turn. null (the default) means no limit."
         ),
     )
+    filter = PayloadFilterField(allow_null=True, default=None)
+
+    def validate_events(self, patterns: list[str]) -> list[str]:
+        unmatched = unmatched_patterns(patterns)
+        if unmatched:
+            raise serializers.ValidationError(
+                [f"{p!r} matches no registered event type (GET /v1/event-types lists them)." for p in unmatched]
+            )
+        return patterns

@@ -15,7 +15,7 @@ from webhooks.events import normalise_patterns
 from webhooks.headers import is_secret
 from webhooks.models import Subscription
 
-UPDATABLE_FIELDS = ("url", "events", "description", "active", "metadata", "headers", "rate_limit")
+UPDATABLE_FIELDS = ("url", "events", "description", "active", "metadata", "headers", "rate_limit", "filter")
 
 
 class SubscriptionLimitReached(Exception):
@@ -50,6 +50,7 @@ def subscription_create(
     metadata: dict[str, str] | None = None,
     headers: dict[str, str | None] | None = None,
     rate_limit: int | None = None,
+    filter: dict | None = None,
 ) -> Subscription:
     """A new subscription, unless the tenant is at its limit (Tenant.subscription_limit).
 
@@ -72,6 +73,7 @@ def subscription_create(
             metadata=metadata or {},
             headers=headers,
             rate_limit=rate_limit,
+            filter=filter,
         )
 
 

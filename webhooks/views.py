@@ -5,7 +5,7 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from core.api import SubscriptionPagination
+from core.api import NoBodySerializer, SubscriptionPagination
 from core.openapi import LinkedAutoSchema, error_responses
 from tenants.tenancy import TenantScopedViewSetMixin
 from webhooks.models import Subscription
@@ -72,7 +72,7 @@ SUBSCRIPTION_ID = OpenApiParameter("id", str, OpenApiParameter.PATH, description
             "next 24 hours every send carries signatures with both the new and the old secret."
         ),
         request=None,
-        responses={200: SubscriptionCreatedSerializer, **error_responses(401, 403, 404)},
+        responses={200: SubscriptionCreatedSerializer, **error_responses(400, 401, 403, 404)},
     ),
 )
 class SubscriptionViewSet(
@@ -120,6 +120,7 @@ class SubscriptionViewSet(
     @action(detail=True, methods=["post"], url_path="rotate-secret")
     def rotate_secret(self, request, *args, **kwargs) -> Response:
         subscription = self.get_object()
+        NoBodySerializer(data=request.data).is_valid(raise_exception=True)
         subscription_rotate_secret(subscription=subscription)
         return Response(SubscriptionCreatedSerializer(subscription).data)
 

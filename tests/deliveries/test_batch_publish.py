@@ -83,7 +83,8 @@ def test_idempotency_keys_hold_inside_a_batch_and_across_calls(
 ):
     make_subscription(alice)
     with django_capture_on_commit_callbacks(execute=False):
-        first = publisher.post(BATCH, {"events": events(2, idempotency_key="once")}, format="json").json()["results"]
+        twice = [{"type": "invoice.paid", "data": {}, "idempotency_key": "once"}] * 2
+        first = publisher.post(BATCH, {"events": twice}, format="json").json()["results"]
         again = publisher.post(
             BATCH, {"events": [{"type": "invoice.paid", "data": {}, "idempotency_key": "once"}]}, format="json"
         ).json()["results"]
@@ -91,6 +92,9 @@ def test_idempotency_keys_hold_inside_a_batch_and_across_calls(
     assert first[0] == first[1] == again[0]
     assert single.id == first[0]["id"] and first[0]["deliveries"] == 1
     assert Event.objects.count() == 1 and Delivery.objects.count() == 1
+    other_data = [{"type": "invoice.paid", "data": {"n": 2}, "idempotency_key": "once"}]
+    conflict = publisher.post(BATCH, {"events": other_data}, format="json")
+    assert conflict.status_code == 422 and conflict.json()["conflicting_fields"] == ["data"]
 
 
 def test_events_with_one_ordering_key_are_positioned_in_the_order_given(
@@ -110,11 +114,12 @@ def test_it_needs_the_events_write_scope(alice, client_for):
     assert response.status_code == 403 and response.json()["required_scope"] == "events:write"
 
 
-def test_a_single_publish_takes_four_statements(alice, make_subscription, django_capture_on_commit_callbacks):
-    """The clock, the event, the tenant's subscriptions, the deliveries: nothing for keys, skips or order it has not."""
+def test_a_single_publish_takes_five_statements(alice, make_subscription, django_capture_on_commit_callbacks):
+    """The catalog, the clock, the event, the tenant's subscriptions, the deliveries: nothing for keys, skips or
+    order it has not."""
     make_subscription(alice)
     make_subscription(alice, url="https://hooks.example.com/two")
     with CaptureQueriesContext(connection) as captured, django_capture_on_commit_callbacks(execute=False):
         event_publish(tenant=alice, event_type="invoice.paid", data={"n": 1})
     statements = [q["sql"] for q in captured if not q["sql"].startswith(("SAVEPOINT", "RELEASE SAVEPOINT"))]
-    assert len(statements) == 4, statements
+    assert len(statements) == 5, statements

@@ -86,13 +86,34 @@ def test_the_api_publishes_and_counts_deliveries(
     assert Event.objects.get(pk=body["id"]).data == {"amount": 5}
 
 
+@pytest.mark.parametrize(
+    ("body", "conflicting"),
+    [
+        ({"type": "c.d", "data": {}}, ["type"]),
+        ({"type": "a.b", "data": {"x": 1}}, ["data"]),
+        ({"type": "c.d", "data": {"x": 1}}, ["type", "data"]),
+    ],
+)
+def test_an_idempotency_key_reused_for_a_different_event_is_a_422_naming_the_conflict(
+    body, conflicting, publisher, alice, make_subscription, django_capture_on_commit_callbacks
+):
+    make_subscription(alice)
+    with django_capture_on_commit_callbacks(execute=False):
+        first = publisher.post(EVENTS, {"type": "a.b", "data": {}, "idempotency_key": "k1"}, format="json").json()
+        again = publisher.post(EVENTS, {**body, "idempotency_key": "k1"}, format="json")
+    assert again.status_code == 422
+    assert again.json()["conflicting_fields"] == conflicting
+    assert first["id"] in again.json()["detail"]
+    assert Event.objects.count() == 1 and Delivery.objects.count() == 1
+
+
 def test_the_same_idempotency_key_within_a_day_answers_with_the_first_event(
     publisher, alice, make_subscription, django_capture_on_commit_callbacks
 ):
     make_subscription(alice)
     with django_capture_on_commit_callbacks(execute=False):
         first = publisher.post(EVENTS, {"type": "a.b", "data": {}, "idempotency_key": "k1"}, format="json").json()
-        again = publisher.post(EVENTS, {"type": "c.d", "data": {"x": 1}, "idempotency_key": "k1"}, format="json")
+        again = publisher.post(EVENTS, {"type": "a.b", "data": {}, "idempotency_key": "k1"}, format="json")
     assert again.status_code == 202 and again.json() == first
     assert Event.objects.count() == 1 and Delivery.objects.count() == 1
     Event.objects.filter(pk=first["id"]).update(created_at=timezone.now() - timedelta(hours=25))
@@ -228,3 +249,15 @@ def test_data_nested_to_the_limit_is_published(publisher, kind, django_capture_o
         response = publisher.generic("POST", EVENTS, raw, content_type="application/json")
     assert response.status_code == 202, response.content
     assert Event.objects.get().data == json.loads(raw)["data"]
+
+
+def test_a_repeat_with_numbers_postgresql_rewrites_is_still_the_same_event(
+    publisher, alice, make_subscription, django_capture_on_commit_callbacks
+):
+    # jsonb keeps 2.5e+154 as its digits, which come back as an int no float equals.
+    body = {"type": "a.b", "data": {"big": 2.66684067670759e154, "one": 1.0}, "idempotency_key": "k9"}
+    with django_capture_on_commit_callbacks(execute=False):
+        first = publisher.post(EVENTS, body, format="json")
+        again = publisher.post(EVENTS, body, format="json")
+    assert again.status_code == 202 and again.json() == first.json()
+    assert Event.objects.count() == 1

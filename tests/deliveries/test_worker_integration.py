@@ -8,6 +8,7 @@ from standardwebhooks.webhooks import Webhook
 from deliveries.models import Attempt, Delivery
 from tests.support.processes import celery_worker, wait_until
 from tests.support.receiver import Receiver, respond
+from webhooks.models import EventType
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -40,6 +41,32 @@ def test_the_test_operation_is_delivered_signed_by_a_real_worker(api, empty_brok
     assert log[0]["attempts"][0]["response_status_code"] == 200
     assert log[0]["response_status_code"] == 200
     assert len(receiver.requests) == 1
+
+
+def test_a_typed_test_send_delivers_the_catalog_example_signed_by_a_real_worker(api, empty_broker, settings):
+    settings.ASIRI_ALLOW_PRIVATE_URLS = True
+    settings.ASIRI_REQUIRE_HTTPS = False
+    example = {"invoice": "in_123", "amount": 4200, "lines": [{"sku": "pro", "quantity": 2}]}
+    EventType.objects.create(name="invoice.paid", schema={"type": "object"}, example=example)
+    with Receiver() as receiver, celery_worker(ASIRI_ALLOW_PRIVATE_URLS="1", ASIRI_REQUIRE_HTTPS="0"):
+        created = api.post("/v1/webhooks/subscriptions", {"url": receiver.url()}, format="json").json()
+        response = api.post(
+            f"/v1/webhooks/subscriptions/{created['id']}/test", {"event_type": "invoice.paid"}, format="json"
+        )
+        assert response.status_code == 202
+        queued = response.json()
+        assert queued["event_type"] == "invoice.paid"
+
+        (request,) = receiver.wait_for(1, timeout=20)
+        payload = Webhook(created["secret"]).verify(request.body, request.headers)
+        assert request.headers["webhook-id"] == queued["id"]
+        assert payload == {
+            "id": queued["event_id"],
+            "type": "invoice.paid",
+            "timestamp": payload["timestamp"],
+            "data": example,
+        }
+        assert wait_until(lambda: Delivery.objects.filter(pk=queued["id"], status="succeeded").first(), timeout=10)
 
 
 def test_a_private_target_is_refused_at_send_time_by_the_worker(api, alice, make_subscription, empty_broker):

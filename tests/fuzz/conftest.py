@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import pkgutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -62,3 +65,15 @@ def _quiet_request_logs(caplog) -> None:
     """A line per request (thousands here) would bury the one that matters: errors still show."""
     for name in ("asiri.requests", "django.request"):
         caplog.set_level("ERROR", logger=name)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _every_local_module_imported() -> None:
+    """Hypothesis draws constants from the project's modules as they appear in sys.modules: one first imported
+    in the middle of a run (a lazy import in a view, a command) makes its generation look flaky. Import them all
+    first, so every run of the fuzz sees the same pool whatever ran before it."""
+    for package in ("core", "tenants", "webhooks", "deliveries", "asiri", "tests.support"):
+        root = importlib.import_module(package)
+        for module in pkgutil.walk_packages(root.__path__, f"{package}."):
+            with contextlib.suppress(ImportError):  # asiri/gunicorn.conf.py is a file gunicorn reads, not a module
+                importlib.import_module(module.name)

@@ -18,6 +18,9 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "attack_replay.py"
 spec = importlib.util.spec_from_file_location("attack_replay", SCRIPT)
 replay = sys.modules.setdefault("attack_replay", importlib.util.module_from_spec(spec))
 spec.loader.exec_module(replay)
+# Registered only while it loads (its dataclasses look themselves up there): Hypothesis draws constants from
+# every local module in sys.modules, and this one's hundreds of URLs would change what the fuzz generates.
+del sys.modules["attack_replay"]
 
 
 def lands_on_this_machine(host: str) -> bool:

@@ -19,6 +19,8 @@ READ_FIELDS = {
     "active",
     "metadata",
     "headers",
+    "filter",
+    "deprecated_events",
     "rate_limit",
     "created_at",
     "updated_at",

@@ -4,8 +4,9 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from deliveries.serializers import EventPublishSerializer
-from deliveries.services import event_publish
+from deliveries.services import IdempotencyConflict, event_publish
 from tenants.models import Tenant
+from webhooks.catalog import EventRejected
 
 
 class Command(BaseCommand):
@@ -38,5 +39,9 @@ class Command(BaseCommand):
             event = event_publish(tenant=tenant, event_type=event_type, data=parsed, idempotency_key=idempotency_key)
         except ValidationError as exc:
             raise CommandError(" ".join(exc.messages)) from None
+        except EventRejected as exc:
+            raise CommandError(f"Refused by the event catalog: {exc.errors}") from None
+        except IdempotencyConflict as exc:
+            raise CommandError(str(exc)) from None
         self.stderr.write(f"Published {event.type} to {event.delivery_count} subscription(s).")
         self.stdout.write(event.id)
