@@ -93,7 +93,7 @@ def deployment(tmp_path: Path, **settings: str) -> Iterator[Deployment]:
             for name, command in commands.items():
                 with app.joinpath(f"{name}.log").open("w") as log:
                     deployed.processes[name] = subprocess.Popen(
-                        ["bash", "-c", f"exec {command.removeprefix('exec ')}"],
+                        ["bash", "-c", f"exec {command}"],  # as a Procfile runner starts each line
                         cwd=app,
                         env=env,
                         stdout=log,
