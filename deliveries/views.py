@@ -49,6 +49,17 @@ DELIVERY_ID = OpenApiParameter(
 EVENT_ID = OpenApiParameter("event_id", str, OpenApiParameter.PATH, description="An event id (`evt_…`).")
 # The filters exactly as DeliveryFilter reads them; an empty value is the same as leaving one out.
 _EMPTY = {"type": "string", "maxLength": 0}
+
+
+def _time_range(what: str) -> list[OpenApiParameter]:
+    """created_after and created_before, as the RFC 3339 filters read them."""
+    moment = {"anyOf": [{"type": "string", "format": "date-time"}, _EMPTY]}
+    return [
+        OpenApiParameter("created_after", moment, description=f"Only {what} at or after this RFC 3339 date-time."),
+        OpenApiParameter("created_before", moment, description=f"Only {what} before this RFC 3339 date-time."),
+    ]
+
+
 DELIVERY_FILTERS = [
     OpenApiParameter("status", enum=[*DeliveryStatus.values, ""], description="Only deliveries in this state."),
     OpenApiParameter(
@@ -56,16 +67,7 @@ DELIVERY_FILTERS = [
         {"type": "string", "maxLength": 200, "pattern": NO_NUL},
         description="Only deliveries of this event type (exactly).",
     ),
-    OpenApiParameter(
-        "created_after",
-        {"anyOf": [{"type": "string", "format": "date-time"}, _EMPTY]},
-        description="Only deliveries created at or after this RFC 3339 date-time.",
-    ),
-    OpenApiParameter(
-        "created_before",
-        {"anyOf": [{"type": "string", "format": "date-time"}, _EMPTY]},
-        description="Only deliveries created before this RFC 3339 date-time.",
-    ),
+    *_time_range("deliveries created"),
 ]
 
 
@@ -75,16 +77,7 @@ EVENT_FILTERS = [
         {"type": "string", "maxLength": 200, "pattern": NO_NUL},
         description="Only events of this type (exactly).",
     ),
-    OpenApiParameter(
-        "created_after",
-        {"anyOf": [{"type": "string", "format": "date-time"}, _EMPTY]},
-        description="Only events published at or after this RFC 3339 date-time.",
-    ),
-    OpenApiParameter(
-        "created_before",
-        {"anyOf": [{"type": "string", "format": "date-time"}, _EMPTY]},
-        description="Only events published before this RFC 3339 date-time.",
-    ),
+    *_time_range("events published"),
 ]
 
 
