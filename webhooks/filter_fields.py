@@ -90,4 +90,5 @@ class PayloadFilterFieldSchema(OpenApiSerializerFieldExtension):
         auto_schema.registry.register_on_missing(value)
         component = filter_component(value.ref)
         auto_schema.registry.register_on_missing(component)
-        return {"anyOf": [component.ref, {"type": "null"}], "description": FILTER_HELP}
+        # null is allowed: drf-spectacular adds `{"type": "null"}` for an allow_null field itself.
+        return {"anyOf": [component.ref], "description": FILTER_HELP}
