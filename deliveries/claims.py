@@ -7,16 +7,17 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, models, transaction
 from django.db.models import F
 
 from core.clock import database_now
 from deliveries import ratelimit
-from deliveries.models import Attempt, Delivery, DeliveryStatus
+from deliveries.models import Attempt, Delivery, DeliveryStatus, Event
 from webhooks.models import Subscription
 
 CLAIM_OVERSCAN = 4  # look at this many candidates per free slot, to skip saturated endpoints
@@ -161,6 +162,8 @@ def _start_attempts(delivery_ids: list[str], now: datetime, lease_end: datetime)
     """Count an attempt for each claimed delivery and write its row, before any request is made."""
     if not delivery_ids:
         return []
+    if connection.vendor == "postgresql":
+        return _start_attempts_at_once(delivery_ids, now, lease_end)
     Delivery.objects.filter(pk__in=delivery_ids).update(
         attempt_count=F("attempt_count") + 1, last_attempt_at=now, next_attempt_at=lease_end
     )
@@ -171,6 +174,77 @@ def _start_attempts(delivery_ids: list[str], now: datetime, lease_end: datetime)
         [Attempt(delivery=d, number=d.attempt_count, started_at=now) for d in deliveries]
     )
     return [Claimed(d, a, now) for d, a in zip(deliveries, attempts, strict=True)]
+
+
+def _start_attempts_at_once(delivery_ids: list[str], now: datetime, lease_end: datetime) -> list[Claimed]:
+    """_start_attempts in one statement, on PostgreSQL: the delivery rows are updated, the attempts cut
+    short marked, the new attempts inserted, and the rows a send needs returned, in one round trip
+    where the ORM takes four (profiling: a claim's statements were most of a pump's database time)."""
+    kinds = (Delivery, Event, Subscription)
+    columns = [
+        [f"{alias}.{connection.ops.quote_name(f.column)}" for f in m._meta.concrete_fields]
+        for alias, m in zip(("claimed", "event", "subscription"), kinds, strict=True)
+    ]
+    delivery, attempt = Delivery._meta.db_table, Attempt._meta.db_table
+    sql = f"""
+        WITH claimed AS (
+            UPDATE {delivery} SET attempt_count = attempt_count + 1, last_attempt_at = %(now)s,
+                next_attempt_at = %(lease_end)s
+            WHERE id = ANY(%(ids)s) RETURNING *
+        ), cut_short AS (
+            UPDATE {attempt} SET error = %(lost)s
+            WHERE delivery_id = ANY(%(ids)s) AND duration_ms IS NULL AND error = ''
+        ), started AS (
+            INSERT INTO {attempt} (delivery_id, number, started_at, response_body, response_headers, error)
+            SELECT id, attempt_count, %(now)s, '', '{{}}', '' FROM claimed
+            RETURNING id, delivery_id, number
+        )
+        SELECT started.id, started.number, {", ".join(c for group in columns for c in group)}
+        FROM claimed
+        JOIN started ON started.delivery_id = claimed.id
+        JOIN {Event._meta.db_table} event ON event.id = claimed.event_id
+        JOIN {Subscription._meta.db_table} subscription ON subscription.id = claimed.subscription_id
+    """  # noqa: S608 (table and column names are the models')
+    params = {"ids": delivery_ids, "now": now, "lease_end": lease_end, "lost": LOST_ATTEMPT}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    builders = [_row_builder(model) for model in kinds]
+    claimed = []
+    for attempt_id, number, *values in rows:
+        instances = []
+        for build, width in builders:
+            instances.append(build(values[:width]))
+            values = values[width:]
+        delivery_row, event_row, subscription_row = instances
+        delivery_row.event, delivery_row.subscription = event_row, subscription_row
+        attempt_row = Attempt(id=attempt_id, delivery=delivery_row, number=number, started_at=now)
+        attempt_row._state.adding = False
+        claimed.append(Claimed(delivery_row, attempt_row, now))
+    order = {delivery_id: n for n, delivery_id in enumerate(delivery_ids)}
+    return sorted(claimed, key=lambda item: order[item.delivery.id])
+
+
+def _row_builder(model: type[models.Model]) -> tuple[Callable[[list], models.Model], int]:
+    """A function making a model instance from a raw row of its concrete columns, converted as a
+    queryset would, and that row's width. The converters are looked up once per claim, not per row."""
+    real = connections[DEFAULT_DB_ALIAS]  # the proxy `connection` costs a lookup per attribute
+    fields = model._meta.concrete_fields
+    names = [f.attname for f in fields]
+    converters = [
+        (n, f.cached_col, [*real.ops.get_db_converters(f.cached_col), *f.get_db_converters(real)])
+        for n, f in enumerate(fields)
+    ]
+    converters = [entry for entry in converters if entry[2]]
+
+    def build(values: list) -> models.Model:
+        values = list(values)
+        for n, column, functions in converters:
+            for convert in functions:
+                values[n] = convert(values[n], column, real)
+        return model.from_db(real.alias, names, values)
+
+    return build, len(fields)
 
 
 def _end_unsendable(decided: Triage) -> None:

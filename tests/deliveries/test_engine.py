@@ -62,6 +62,27 @@ def test_the_attempt_is_logged_when_claimed_before_any_request(post_webhook, ali
     assert list(claimed.delivery.attempts.values_list("number", "duration_ms", "error")) == [(1, None, "")]
 
 
+def test_a_claim_returns_the_rows_as_the_orm_would_load_them(alice, make_subscription, publish):
+    """The claim builds its instances from one raw statement (deliveries.claims._start_attempts_at_once):
+    every field, JSON and times included, must read as a queryset would read it."""
+    subscription = make_subscription(alice)
+    Subscription.objects.filter(pk=subscription.pk).update(headers={"x-team": "billing"}, metadata={"k": "v"})
+    publish(data={"amount": 42, "nested": {"list": [1, "two"]}})
+    (claimed,) = engine.claim_due(limit=10)
+    loaded = Delivery.objects.select_related("event", "subscription").get(pk=claimed.delivery.pk)
+    for got, want in (
+        (claimed.delivery, loaded),
+        (claimed.delivery.event, loaded.event),
+        (claimed.delivery.subscription, loaded.subscription),
+    ):
+        for field in type(want)._meta.concrete_fields:
+            assert getattr(got, field.attname) == getattr(want, field.attname), field.name
+        assert not got._state.adding
+    assert claimed.delivery.event.data == {"amount": 42, "nested": {"list": [1, "two"]}}
+    assert claimed.delivery.subscription.headers == {"x-team": "billing"}
+    assert Attempt.objects.get(pk=claimed.attempt.pk).number == claimed.attempt.number == 1
+
+
 def test_a_claimed_delivery_is_not_claimed_again_until_its_lease_ends(alice, make_subscription, publish, settings):
     make_subscription(alice)
     publish()
