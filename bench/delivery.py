@@ -689,8 +689,9 @@ def fill_log(subscription_id: str, tenant_id: int, rows: int) -> None:
             cursor.execute(
                 """
                 INSERT INTO deliveries_attempt (delivery_id, number, started_at, duration_ms, response_status_code,
-                    response_body, error)
-                SELECT 'dlv_fill' || lpad(g::text, 12, '0'), 1, now() - (g || ' seconds')::interval, 12, 200, '', ''
+                    response_body, response_headers, error)
+                SELECT 'dlv_fill' || lpad(g::text, 12, '0'), 1, now() - (g || ' seconds')::interval, 12, 200, '', '{}',
+                    ''
                 FROM generate_series(%s, %s) AS g
                 """,
                 [start, min(start + batch, rows) - 1],
