@@ -787,10 +787,19 @@ def main() -> None:
     )
     stack.up()
     report = {}
+
+    def measured(name: str, call) -> dict:
+        """The scenario's result, with the machine's 1-minute load average before and after it."""
+        before = os.getloadavg()[0]
+        result = report[name] = call()
+        result["load_1min"] = {"before": before, "after": os.getloadavg()[0]}
+        say(f"   (machine's 1-minute load average: {before:.2f} before, {result['load_1min']['after']:.2f} after)")
+        return result
+
     try:
         if "throughput" in wanted:
             say(f"\n1. Throughput: {args.events:,} events (1 KB data) to one subscription, received by nginx")
-            r = report["throughput"] = scenario_throughput(stack, tenant, args.events, args.publishers)
+            r = measured("throughput", lambda: scenario_throughput(stack, tenant, args.events, args.publishers))
             say(f"   ours:     {r['deliveries_per_s']:8.0f} deliveries/s")
             say(f"             (published by {args.publishers} threads at {r['publish_per_s']:.0f} events/s)")
             say(
@@ -803,7 +812,7 @@ def main() -> None:
             )
         if "drain" in wanted:
             say(f"\n1b. Delivery side alone: a backlog of {args.events:,} deliveries to one subscription, to nginx")
-            r = report["drain"] = scenario_drain(stack, tenant, args.events)
+            r = measured("drain", lambda: scenario_drain(stack, tenant, args.events))
             ratio = r["deliveries_per_s"] / report["throughput"]["baseline_per_s"] if "throughput" in report else 0
             say(
                 f"   {r['deliveries_per_s']:.0f} deliveries/s"
@@ -811,18 +820,18 @@ def main() -> None:
             )
         if "slow" in wanted:
             say("\n2. Slow receivers: 1,000 deliveries to 10 endpoints answering after 200 ms")
-            r = report["slow"] = scenario_slow(stack, tenant)
+            r = measured("slow", lambda: scenario_slow(stack, tenant))
             say(f"   {r['deliveries_per_s']:.0f} deliveries/s  (a one-at-a-time sender would do 5/s per endpoint)")
         if "fanout" in wanted:
             say("\n3. Fan-out: one event to 1,000 subscriptions")
-            r = report["fanout"] = scenario_fanout(stack, tenant, api_key)
+            r = measured("fanout", lambda: scenario_fanout(stack, tenant, api_key))
             say(
                 f"   POST /v1/events took {r['publish_ms']:.0f} ms; all {r['subscriptions']} received after "
                 f"{r['all_received_s']:.2f} s"
             )
         if "api" in wanted:
             say(f"\n4. API latency with {args.log_rows:,} delivery rows")
-            r = report["api"] = scenario_api_latency(stack, tenant, api_key, args.log_rows)
+            r = measured("api", lambda: scenario_api_latency(stack, tenant, api_key, args.log_rows))
             for name in ("log page 1", "log page 1,000", "POST /v1/events"):
                 say(f"   {name:16s} p50 {r[name]['p50_ms']:6.1f} ms   p99 {r[name]['p99_ms']:6.1f} ms")
             ratio = r["log page 1,000"]["p50_ms"] / r["log page 1"]["p50_ms"]
@@ -832,7 +841,7 @@ def main() -> None:
                 f"\n5. Rate limit: {args.events:,} deliveries as in 1b, beside 500 to a subscription limited to 100/s, "
                 "to nginx"
             )
-            r = report["ratelimit"] = scenario_rate_limit(stack, tenant, args.events)
+            r = measured("ratelimit", lambda: scenario_rate_limit(stack, tenant, args.events))
             say(
                 f"   limited: {r['limited_per_s']:.1f} deliveries/s (limit {r['rate_limit']}), "
                 f"at most {r['limited_busiest_second']} in any one second"
@@ -847,8 +856,11 @@ def main() -> None:
                 "\n6. Bounded claim: 5,000 deliveries to an unlimited subscription, alone and beside 100,000 due to "
                 "one limited to 10/s"
             )
-            r = report["boundedclaim"] = scenario_bounded_claim(
-                stack, tenant, rounds=args.rounds, pg_log=args.pg_log or debian_server_log()
+            r = measured(
+                "boundedclaim",
+                lambda: scenario_bounded_claim(
+                    stack, tenant, rounds=args.rounds, pg_log=args.pg_log or debian_server_log()
+                ),
             )
             for name, key in (("alone (baseline)", "alone_per_s"), ("beside the 100,000", "beside_per_s")):
                 rates = " / ".join(f"{rate:.0f}" for rate in r[key])
@@ -873,7 +885,7 @@ def main() -> None:
                 f"\n8. Batched: {args.events:,} events to one subscription, published 100 per event_publish_many "
                 "call, received by nginx"
             )
-            r = report["batched"] = scenario_throughput(stack, tenant, args.events, 1, batch=100)
+            r = measured("batched", lambda: scenario_throughput(stack, tenant, args.events, 1, batch=100))
             say(
                 f"   {r['deliveries_per_s']:.0f} deliveries/s (published at {r['publish_per_s']:.0f} events/s), "
                 f"p50 {r['p50_ms']:.0f} ms (nginx $msec); bare client to the same nginx {r['baseline_per_s']:.0f}/s; "
@@ -881,7 +893,7 @@ def main() -> None:
             )
         if "ordered" in wanted:
             say("\n7. Ordered: 1,000 ordering keys × 5 events to one subscription, beside 5,000 without keys")
-            r = report["ordered"] = scenario_ordered(stack, tenant, rounds=args.rounds)
+            r = measured("ordered", lambda: scenario_ordered(stack, tenant, rounds=args.rounds))
             for kind in ("unordered", "ordered"):
                 rates = " / ".join(f"{rate:.0f}" for rate in r[kind])
                 say(f"   {kind:9s} {rates} deliveries/s, median {statistics.median(r[kind]):.0f}")
