@@ -37,6 +37,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter, defaultdict
+from itertools import pairwise
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +58,9 @@ ENV = {
     # The API's per-key limit (600/min by default: a bucket of 600 refilled at 10/s) would answer 429
     # within scenario 4's 1,200 requests.
     "ASIRI_RATE_LIMIT": "1000000/min",
+    # Retries after 1, 2, 4 … s instead of 5 s, 5 min …, still 7 of them: scenario 10's receiver fails
+    # every first attempt, and the others see no failures, so nothing else moves.
+    "ASIRI_RETRY_SCHEDULE": "1,2,4,8,16,32,64",
 }
 os.environ.update(ENV)
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "asiri.settings")
@@ -153,10 +158,10 @@ def prepare_database() -> None:
     redis.Redis.from_url(ENV["CELERY_BROKER_URL"]).flushdb()
 
 
-def receiver_stats(stack: Stack, since: float = 0, times: bool = False) -> dict:
+def receiver_stats(stack: Stack, since: float = 0, times: bool = False, attempts: bool = False) -> dict:
     import requests
 
-    params = {"since": since, **({"times": 1} if times else {})}
+    params = {"since": since, **({"times": 1} if times else {}), **({"attempts": 1} if attempts else {})}
     return requests.get(f"http://127.0.0.1:{stack.fast_port}/stats", params=params, timeout=30).json()
 
 
@@ -803,6 +808,92 @@ def scenario_fanout500(stack: Stack, deliveries: int, subscriptions: int = 500) 
     }
 
 
+def scenario_ordered_fail(stack: Stack, tenant, keys: int = 200, per_key: int = 10, timeout: float = 300) -> dict:
+    """keys × per_key events with ordering keys to one subscription whose receiver (aiohttp, /fail-first/)
+    answers 500 to each delivery's first attempt: order, loss and holding-back checked.
+
+    Published round-robin over the keys, 100 per event_publish_many call, so each key's events are
+    spread over the whole run. Waits until every delivery is final in the database (one that failed
+    for good is lost, not a hang); the wall time ends at the last success at the receiver. Publish
+    order is the event's `n`, not its position, so the positions are checked too. From the receiver's
+    arrival order (one event loop: a total order): a key is in order if its deliveries' successful
+    requests came in publish order, and a follower was attempted early if any request for it came
+    before its head's success.
+    """
+    from deliveries.models import Attempt, Delivery, DeliveryStatus
+    from deliveries.services import NewEvent, event_publish_many
+    from webhooks.services import subscription_create
+
+    subscription = subscription_create(
+        tenant=tenant, url=f"http://127.0.0.1:{stack.fast_port}/fail-first/ordered", events=["bench.orderedfail"]
+    )
+    count = keys * per_key
+    new = [NewEvent("bench.orderedfail", {"n": n}, ordering_key=f"key-{n % keys}") for n in range(count)]
+    started = time.time()
+    for first in range(0, count, 100):
+        event_publish_many(tenant=tenant, events=new[first : first + 100])
+    final = [DeliveryStatus.SUCCEEDED, DeliveryStatus.FAILED]
+    deadline = time.monotonic() + timeout
+    # The receiver sees a success before the worker writes it: wait for the database's word.
+    while Delivery.objects.filter(subscription=subscription).exclude(status__in=final).exists():
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    log = receiver_stats(stack, attempts=True)["attempts"]
+    finished = max((t for _, t, status in log if status < 300), default=time.time())
+    first_request, success, requests_per = {}, {}, Counter()
+    for index, (webhook_id, _, status) in enumerate(log):
+        first_request.setdefault(webhook_id, index)
+        requests_per[webhook_id] += 1
+        if status < 300:
+            success.setdefault(webhook_id, index)
+    rows = list(
+        Delivery.objects.filter(subscription=subscription).values_list(
+            "id", "ordering_key", "position", "status", "event__data"
+        )
+    )
+    chains = defaultdict(list)
+    for delivery_id, ordering_key, position, _, data in rows:
+        chains[ordering_key].append((data["n"], position, delivery_id))
+    keys_in_order, out_of_order, early, positions_in_order = 0, 0, 0, 0
+    for chain in chains.values():
+        chain.sort()
+        ids = [delivery_id for _, _, delivery_id in chain]
+        positions_in_order += all(a[1] < b[1] for a, b in pairwise(chain))
+        swapped = 0
+        for head, follower in pairwise(ids):
+            if head in success and follower in success and success[follower] < success[head]:
+                swapped += 1
+            if follower in first_request and (head not in success or first_request[follower] < success[head]):
+                early += 1
+        out_of_order += swapped
+        keys_in_order += not swapped and all(delivery_id in success for delivery_id in ids)
+    succeeded = sum(1 for *_, status, _ in rows if status == DeliveryStatus.SUCCEEDED)
+    first_attempts = Counter(
+        Attempt.objects.filter(delivery__subscription=subscription, number=1).values_list(
+            "response_status_code", flat=True
+        )
+    )
+    return {
+        "keys": keys,
+        "per_key": per_key,
+        "deliveries": count,
+        "created": len(rows),
+        "wall_s": finished - started,
+        "deliveries_per_s": count / (finished - started),
+        "received": len(success),
+        "succeeded": succeeded,
+        "lost": count - succeeded,
+        "keys_in_order": keys_in_order,
+        "out_of_order_pairs": out_of_order,
+        "attempted_before_head_succeeded": early,
+        "positions_in_publish_order": positions_in_order,
+        "requests_per_delivery": {str(k): v for k, v in sorted(Counter(requests_per.values()).items())},
+        "first_attempt_statuses": {str(k): v for k, v in first_attempts.items()},
+        "retry_schedule": os.environ["ASIRI_RETRY_SCHEDULE"],
+    }
+
+
 NGINX_SCENARIOS = {"throughput", "drain", "ratelimit", "batched", "fanout500"}
 
 
@@ -811,7 +902,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--log-rows", type=int, default=1_000_000)
     parser.add_argument("--publishers", type=int, default=4, help="threads publishing events in scenario 1")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of each kind in scenario 6")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of each kind in scenarios 6 and 7")
+    parser.add_argument("--fail-keys", type=int, default=200, help="ordering keys (× 10 events) in scenario 10")
     parser.add_argument(
         "--pg-log", help="the server's log file, as the server names it (default: Debian's, for its version)"
     )
@@ -826,6 +918,7 @@ def main() -> None:
         "ordered",
         "batched",
         "fanout500",
+        "orderedfail",
     ]
     parser.add_argument("--only", choices=scenarios, nargs="*")
     args = parser.parse_args()
@@ -973,6 +1066,27 @@ def main() -> None:
             )
             say(f"   baseline: {r['baseline_per_s']:8.0f} requests/s  (bare asyncio client, 50 in flight, same nginx)")
             say(f"   ratio ours/baseline: {r['ratio']:.2f}  (target ≥ 0.5)")
+        if "orderedfail" in wanted:
+            say(
+                f"\n10. Ordered under failure: {args.fail_keys} ordering keys × 10 events to one subscription whose "
+                "receiver (aiohttp) fails each delivery's first attempt"
+            )
+            r = measured("orderedfail", lambda: scenario_ordered_fail(stack, tenant, keys=args.fail_keys))
+            say(
+                f"   {r['deliveries']:,} deliveries in {r['wall_s']:.1f} s ({r['deliveries_per_s']:.0f}/s; retry "
+                f"schedule {r['retry_schedule']} s, ±20 %); succeeded {r['succeeded']:,}, lost {r['lost']} "
+                "(target 0)"
+            )
+            say(
+                f"   keys with every event received in publish order: {r['keys_in_order']} of {r['keys']}; "
+                f"out-of-order pairs {r['out_of_order_pairs']}; followers attempted before their head succeeded "
+                f"{r['attempted_before_head_succeeded']}; keys whose positions follow publish order "
+                f"{r['positions_in_publish_order']}"
+            )
+            say(
+                f"   requests per delivery at the receiver {r['requests_per_delivery']}; first attempts answered "
+                f"{r['first_attempt_statuses']}"
+            )
     finally:
         stack.down()
         (ROOT / "bench" / "out").mkdir(exist_ok=True)
