@@ -674,15 +674,17 @@ def scenario_fanout(stack: Stack, tenant, api_key: str, subscriptions: int = 100
     }
 
 
-def fill_log(subscription_id: str, tenant_id: int, rows: int) -> None:
-    """Bulk rows straight in SQL: a million deliveries (with one attempt each) in seconds."""
+def fill_log(subscription_id: str, tenant_id: int, rows: int, name: str = "fill") -> None:
+    """Bulk rows straight in SQL: a million deliveries (with one attempt each) in seconds. Their ids
+    start `dlv_<name>`, so a second fill in the same database takes another name."""
     from django.db import connection
 
+    event_id, delivery_prefix = f"evt_bench{name}", f"dlv_{name}"
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO deliveries_event (id, tenant_id, type, data, created_at) "
-            "VALUES ('evt_benchfill', %s, 'bench.fill', '{}', now())",
-            [tenant_id],
+            "VALUES (%s, %s, 'bench.fill', '{}', now())",
+            [event_id, tenant_id],
         )
         batch = 200_000
         for start in range(0, rows, batch):
@@ -691,21 +693,20 @@ def fill_log(subscription_id: str, tenant_id: int, rows: int) -> None:
                 INSERT INTO deliveries_delivery (id, tenant_id, event_id, subscription_id, event_type, status,
                     is_test, attempt_count, response_status_code, created_at, last_attempt_at, series_start,
                     failure_reason)
-                SELECT 'dlv_fill' || lpad(g::text, 12, '0'), %s, 'evt_benchfill', %s, 'bench.fill', 'succeeded',
+                SELECT %s || lpad(g::text, 12, '0'), %s, %s, %s, 'bench.fill', 'succeeded',
                     false, 1, 200, now() - (g || ' seconds')::interval, now() - (g || ' seconds')::interval, 0, ''
                 FROM generate_series(%s, %s) AS g
                 """,
-                [tenant_id, subscription_id, start, min(start + batch, rows) - 1],
+                [delivery_prefix, tenant_id, event_id, subscription_id, start, min(start + batch, rows) - 1],
             )
             cursor.execute(
                 """
                 INSERT INTO deliveries_attempt (delivery_id, number, started_at, duration_ms, response_status_code,
                     response_body, response_headers, error)
-                SELECT 'dlv_fill' || lpad(g::text, 12, '0'), 1, now() - (g || ' seconds')::interval, 12, 200, '', '{}',
-                    ''
+                SELECT %s || lpad(g::text, 12, '0'), 1, now() - (g || ' seconds')::interval, 12, 200, '', '{}', ''
                 FROM generate_series(%s, %s) AS g
                 """,
-                [start, min(start + batch, rows) - 1],
+                [delivery_prefix, start, min(start + batch, rows) - 1],
             )
             say(f"    {min(start + batch, rows):,} rows")
         # Settle the table as a long-lived one would be, so autovacuum does not run during the timing.
@@ -894,7 +895,49 @@ def scenario_ordered_fail(stack: Stack, tenant, keys: int = 200, per_key: int = 
     }
 
 
-NGINX_SCENARIOS = {"throughput", "drain", "ratelimit", "batched", "fanout500"}
+def scenario_batch_latency(stack: Stack, tenant, api_key: str, rows: int, calls: int = 200, size: int = 100) -> dict:
+    """`calls` sequential `POST /v1/events/batch` of `size` events × 1 KB through gunicorn, with `rows`
+    delivery rows in the table (filled as scenario 4 fills them, only what is missing if it ran);
+    the events' deliveries go to nginx while the timing runs, as they would in service."""
+    import requests
+
+    from deliveries.models import Delivery
+    from webhooks.services import subscription_create
+
+    subscription = subscription_create(tenant=tenant, url=stack.nginx.url("/batchlatency"), events=["bench.batch"])
+    existing = Delivery.objects.count()
+    if existing < rows:
+        say(f"  filling the delivery table with {rows - existing:,} rows ({existing:,} there already)")
+        fill_log(subscription.id, tenant.id, rows - existing, name="batchfill")
+    in_table = Delivery.objects.count()
+    session = requests.Session()
+    session.headers.update({"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"})
+    body = json.dumps({"events": [{"type": "bench.batch", "data": {"blob": "x" * 1000}}] * size}).encode()
+    url = f"http://127.0.0.1:{stack.web_port}/v1/events/batch"
+    warm_up = 10
+    times = []
+    for n in range(warm_up + calls):
+        started = time.perf_counter()
+        response = session.post(url, data=body, timeout=60)
+        elapsed = (time.perf_counter() - started) * 1000
+        assert response.status_code == 202 and len(response.json()["results"]) == size, response.text[:300]
+        if n >= warm_up:
+            times.append(elapsed)
+    # Let the deliveries drain, so the next scenario starts without them.
+    stack.nginx.receipts.wait("/batchlatency", (warm_up + calls) * size, timeout=600)
+    return {
+        "receiver": "nginx",
+        "rows_in_table": in_table,
+        "calls": calls,
+        "events_per_call": size,
+        "body_bytes": len(body),
+        "p50_ms": statistics.median(times),
+        "p99_ms": percentile(times, 0.99),
+        "max_ms": max(times),
+    }
+
+
+NGINX_SCENARIOS = {"throughput", "drain", "ratelimit", "batched", "fanout500", "batchlatency"}
 
 
 def main() -> None:
@@ -904,6 +947,7 @@ def main() -> None:
     parser.add_argument("--publishers", type=int, default=4, help="threads publishing events in scenario 1")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each kind in scenarios 6 and 7")
     parser.add_argument("--fail-keys", type=int, default=200, help="ordering keys (× 10 events) in scenario 10")
+    parser.add_argument("--batch-calls", type=int, default=200, help="timed POST /v1/events/batch in scenario 11")
     parser.add_argument(
         "--pg-log", help="the server's log file, as the server names it (default: Debian's, for its version)"
     )
@@ -919,6 +963,7 @@ def main() -> None:
         "batched",
         "fanout500",
         "orderedfail",
+        "batchlatency",
     ]
     parser.add_argument("--only", choices=scenarios, nargs="*")
     args = parser.parse_args()
@@ -1086,6 +1131,19 @@ def main() -> None:
             say(
                 f"   requests per delivery at the receiver {r['requests_per_delivery']}; first attempts answered "
                 f"{r['first_attempt_statuses']}"
+            )
+        if "batchlatency" in wanted:
+            say(
+                f"\n11. Batch publishing latency: {args.batch_calls} sequential POST /v1/events/batch of 100 events × "
+                f"1 KB with {args.log_rows:,} delivery rows (deliveries to nginx)"
+            )
+            r = measured(
+                "batchlatency",
+                lambda: scenario_batch_latency(stack, tenant, api_key, args.log_rows, calls=args.batch_calls),
+            )
+            say(
+                f"   p50 {r['p50_ms']:.1f} ms (target < 100 ms), p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms; "
+                f"{r['rows_in_table']:,} delivery rows in the table; {r['body_bytes']:,}-byte bodies"
             )
     finally:
         stack.down()
