@@ -1,24 +1,37 @@
 #!/usr/bin/env python
 """Delivery benchmark on the real stack: PostgreSQL, Redis, a Celery worker and beat as the
-Procfile starts them, gunicorn for the API, and a fast aiohttp receiver on 127.0.0.1.
+Procfile starts them, gunicorn for the API, and receivers on 127.0.0.1: nginx (bench/nginx.py,
+installed from Debian's packages if missing) for the ratio scenarios, the issue's baseline, and a
+fast aiohttp receiver (bench/receiver.py) for the latency scenarios and the failing receiver.
 
     python bench/delivery.py [--events 5000] [--log-rows 1000000]   (or: make bench)
+    python bench/delivery.py --only fanout500 orderedfail batchlatency   (a part)
 
-Prints, in one run, each scenario beside a baseline measured in the same run:
-  1. throughput: N published events (1 KB data) to one subscription, deliveries/s and
-     publish→receipt latency, beside a bare asyncio client sending the same signed requests;
-  2. slow receivers: 1,000 deliveries to 10 endpoints that answer after 200 ms;
-  3. fan-out: one event to 1,000 subscriptions, the API call and until all are received;
+Prints, in one run, each scenario beside a baseline measured in the same run, and the machine's
+1-minute load average before and after each (also in bench/out/delivery.json):
+  1. throughput: N published events (1 KB data) by 4 threads to one subscription on nginx,
+     deliveries/s and publish→receipt latency (nginx's $msec), beside a bare asyncio client
+     sending the same signed requests to the same nginx;
+  1b. drain: the delivery side alone, N deliveries already in the table, to nginx;
+  2. slow receivers: 1,000 deliveries to 10 endpoints that answer after 200 ms (aiohttp);
+  3. fan-out: one event to 1,000 subscriptions, the API call and until all are received (aiohttp);
   4. POST /v1/events and GET …/deliveries latency with a large delivery table (page 1 vs 1,000);
-  5. rate limit: 1b's backlog beside 500 deliveries to a subscription limited to 100/s: the
-     limited rate held, and the unlimited drain beside 1b's drain alone;
+  5. rate limit: 1b's backlog beside 500 deliveries to a subscription limited to 100/s, to nginx:
+     the limited rate held, and the unlimited drain beside 1b's drain alone;
   6. bounded claim (`--only boundedclaim`): 5,000 deliveries to an unlimited subscription, alone
      and beside 100,000 due to one limited to 10/s, in alternating rounds: the unlimited drain
      (medians), the limited rate held, and every statement of the workers over 100 ms, timed by
-     PostgreSQL's own log;
-  8. batched (`--only batched`): scenario 1 published 100 events per event_publish_many call;
+     PostgreSQL's own log (aiohttp);
   7. ordered (`--only ordered`): 1,000 ordering keys × 5 events to one subscription against 5,000
-     without keys, in alternating rounds (medians).
+     without keys, in alternating rounds (medians; aiohttp);
+  8. batched (`--only batched`): scenario 1 published 100 events per event_publish_many call;
+  9. fanout500: 500 subscriptions on nginx × N/500 events published through POST /v1/events,
+     first publish → last receipt, beside the bare client's N requests to the same nginx;
+  10. orderedfail: 200 ordering keys (`--fail-keys`) × 10 events to a receiver that fails every
+     delivery's first attempt (aiohttp, /fail-first/): lost deliveries, keys received in publish
+     order, followers attempted before their head succeeded, the wall time;
+  11. batchlatency: 200 sequential POST /v1/events/batch (`--batch-calls`) of 100 events × 1 KB
+     with `--log-rows` delivery rows in the table, p50 and p99.
 """
 
 from __future__ import annotations
