@@ -1,7 +1,9 @@
 """A fast webhook receiver for benchmarks: aiohttp on 127.0.0.1, one or more ports.
 
 POST any path: records the webhook-id and the wall-clock receipt time, answers 204 (after
-?delay= seconds, or the port's default delay). GET /stats: what has arrived so far.
+?delay= seconds, or the port's default delay). Paths under /fail-first/ answer 500 the first time a
+webhook-id arrives and 204 after; every request to them is kept, in arrival order, with its time
+and status. GET /stats: what has arrived so far (`?attempts=1`: the /fail-first/ requests too).
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from aiohttp import web
 
 received: dict[str, float] = {}
 counts = {"requests": 0}
+# The /fail-first/ requests in arrival order: (webhook-id, time, status). One event loop, so a total order.
+attempts: list[tuple[str, float, int]] = []
+failed_once: set[str] = set()
 
 
 def app_for(delay: float) -> web.Application:
@@ -22,7 +27,14 @@ def app_for(delay: float) -> web.Application:
         if delay:
             await asyncio.sleep(delay)
         counts["requests"] += 1
-        received.setdefault(request.headers.get("webhook-id", ""), time.time())
+        webhook_id = request.headers.get("webhook-id", "")
+        if request.path.startswith("/fail-first/"):
+            first = webhook_id not in failed_once
+            failed_once.add(webhook_id)
+            attempts.append((webhook_id, time.time(), 500 if first else 204))
+            if first:
+                return web.Response(status=500)
+        received.setdefault(webhook_id, time.time())
         return web.Response(status=204)
 
     async def stats(request: web.Request) -> web.Response:
@@ -32,11 +44,14 @@ def app_for(delay: float) -> web.Application:
                 "requests": counts["requests"],
                 "unique": len(received),
                 "times": {k: v for k, v in received.items() if v >= since} if request.query.get("times") else {},
+                "attempts": attempts if request.query.get("attempts") else [],
             }
         )
 
     async def reset(request: web.Request) -> web.Response:
         received.clear()
+        attempts.clear()
+        failed_once.clear()
         counts["requests"] = 0
         return web.json_response({"ok": True})
 
