@@ -11,15 +11,23 @@ import math
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from core.clock import database_now
 from deliveries import wakeups
-from deliveries.models import TEST_EVENT_TYPE, Delivery, DeliveryStatus, Event, Recovery, RecoveryStatus
-from webhooks.events import RESERVED_PREFIXES
+from deliveries.models import (
+    TEST_EVENT_TYPE,
+    Delivery,
+    DeliveryStatus,
+    Event,
+    Recovery,
+    RecoveryStatus,
+    next_positions,
+)
+from webhooks.events import OPERATIONAL_PREFIX, RESERVED_PREFIXES
 from webhooks.models import Subscription
 
 RECOVER = "deliveries.tasks.recover"
@@ -71,7 +79,12 @@ def recovery_preview(*, subscription: Subscription, since: datetime, until: date
     """What a recovery of [since, until) would touch now: failed deliveries and missed events."""
     return {
         "failed": _failed(subscription, since, until, timezone.now()).count(),
-        "missed": _missed(subscription, since, until).count(),
+        "missed": _missed(subscription, since, until).count()
+        if subscription.filter is None
+        else sum(
+            subscription.accepts({"type": t, "data": d})
+            for t, d in _missed(subscription, since, until).values_list("type", "data").iterator(chunk_size=2000)
+        ),
     }
 
 
@@ -141,6 +154,13 @@ def _redeliver_failed(recovery: Recovery, now: datetime) -> int:
         if not ids:
             return total
         with transaction.atomic():
+            # Ordered ones re-enter at the end of their key, in the order they had (as a redelivery does).
+            ordered = list(
+                Delivery.objects.filter(pk__in=ids, status=DeliveryStatus.FAILED, ordering_key__isnull=False)
+                .select_for_update()
+                .order_by("position")
+                .values_list("pk", flat=True)
+            )
             # Guarded on status again: a row redelivered by hand meanwhile is left alone.
             restarted = Delivery.objects.filter(pk__in=ids, status=DeliveryStatus.FAILED).update(
                 status=DeliveryStatus.PENDING,
@@ -149,8 +169,23 @@ def _redeliver_failed(recovery: Recovery, now: datetime) -> int:
                 last_attempt_at=now,
                 failure_reason="",
             )
+            _set_positions(list(zip(ordered, next_positions(len(ordered)), strict=True)))
             Recovery.objects.filter(pk=recovery.pk).update(redelivered=F("redelivered") + restarted)
         total += restarted
+
+
+def _set_positions(rows: list[tuple[str, int]]) -> None:
+    """One UPDATE … FROM (VALUES …) for a batch's new positions."""
+    if not rows:
+        return
+    table = Delivery._meta.db_table
+    values = ", ".join(["(%s, CAST(%s AS bigint))"] * len(rows))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET position = v.column2 FROM (VALUES {values}) AS v "  # noqa: S608 (the model's table)
+            f"WHERE {table}.id = v.column1",
+            [value for row in rows for value in row],
+        )
 
 
 def _type_filter(patterns: list[str]) -> Q:
@@ -170,8 +205,14 @@ def _type_filter(patterns: list[str]) -> Q:
 
 
 def _missed(subscription: Subscription, since: datetime, until: datetime) -> QuerySet:
-    # An event published before the subscription existed was never meant for it.
+    """Events of the range the subscription's types want and it has no delivery of; its payload filter
+    is applied by the caller. An event published before the subscription existed was never meant for
+    it, and a notice about the subscription itself never goes to it (as when it was published)."""
     has_delivery = Delivery.objects.filter(event=OuterRef("pk"), subscription=subscription)
+    # has_key first: without it a notice lacking the key compares as NULL, and NOT NULL excludes it too.
+    about_it = Q(type__startswith=OPERATIONAL_PREFIX, data__has_key="subscription_id") & Q(
+        data__subscription_id=subscription.id
+    )
     return (
         Event.objects.filter(
             _type_filter(subscription.events),
@@ -179,21 +220,35 @@ def _missed(subscription: Subscription, since: datetime, until: datetime) -> Que
             created_at__gte=max(since, subscription.created_at),
             created_at__lt=until,
         )
+        .exclude(about_it)
         .annotate(delivered=Exists(has_delivery))
         .filter(delivered=False)
     )
 
 
 def _create_missed(recovery: Recovery, now: datetime) -> int:
+    """Deliveries for the missed events the subscription's filter accepts, in batches, oldest first.
+
+    Walked by (created_at, id), so an event the filter refuses is passed once and not found again.
+    Ordered events take positions at the end of their key, in publish order.
+    """
     subscription = recovery.subscription
     total = 0
+    after: tuple[datetime, str] | None = None
     while True:
-        events = list(
-            _missed(subscription, recovery.since, recovery.until)
-            .order_by("created_at", "pk")
-            .values_list("pk", "type", "created_at")[:RECOVERY_BATCH]
+        missed = _missed(subscription, recovery.since, recovery.until)
+        if after is not None:
+            missed = missed.filter(Q(created_at__gt=after[0]) | Q(created_at=after[0], pk__gt=after[1]))
+        batch = list(
+            missed.order_by("created_at", "pk").values_list("pk", "type", "created_at", "ordering_key", "data")[
+                :RECOVERY_BATCH
+            ]
         )
+        if batch:
+            after = (batch[-1][2], batch[-1][0])
+        wanted = [row for row in batch if subscription.accepts({"type": row[1], "data": row[4]})]
         with transaction.atomic():
+            positions = iter(next_positions(sum(1 for row in wanted if row[3] is not None)))
             # Created at the event's time, so recovering the same range later finds them if they fail.
             Delivery.objects.bulk_create(
                 Delivery(
@@ -203,10 +258,12 @@ def _create_missed(recovery: Recovery, now: datetime) -> int:
                     event_type=event_type,
                     created_at=created_at,
                     next_attempt_at=now,
+                    ordering_key=ordering_key,
+                    position=next(positions) if ordering_key is not None else None,
                 )
-                for event_id, event_type, created_at in events
+                for event_id, event_type, created_at, ordering_key, _ in wanted
             )
-            Recovery.objects.filter(pk=recovery.pk).update(recovered_missed=F("recovered_missed") + len(events))
-        total += len(events)
-        if len(events) < RECOVERY_BATCH:
+            Recovery.objects.filter(pk=recovery.pk).update(recovered_missed=F("recovered_missed") + len(wanted))
+        total += len(wanted)
+        if len(batch) < RECOVERY_BATCH:
             return total

@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from deliveries.models import Delivery, DeliveryStatus, Event, Recovery
-from deliveries.recovery import recovery_run, subscription_recover
+from deliveries.recovery import recovery_preview, recovery_run, subscription_recover
 from deliveries.services import deliveries_dispatch, event_publish
 from webhooks.models import Subscription
 
@@ -198,3 +198,78 @@ def test_the_dispatcher_wakes_a_queued_recovery_whose_wake_up_was_lost(subscript
     deliveries_dispatch()
     assert ("deliveries.tasks.recover", [lost.id]) in sent
     assert ("deliveries.tasks.recover", [fresh.id]) not in sent
+
+
+def test_missed_events_the_filter_refuses_are_not_delivered_nor_counted(subscription, api):
+    Subscription.objects.filter(pk=subscription.pk).update(filter={"data": {"n": {"$gte": 1}}})
+    subscription.refresh_from_db()
+    refused, *accepted = publish_while_paused(subscription, "invoice.paid", "invoice.paid", "invoice.paid")
+    since = timezone.now() - timedelta(hours=1)
+    assert recovery_preview(subscription=subscription, since=since, until=timezone.now())["missed"] == 2
+
+    done = recovery_run(recovery_id=subscription_recover(subscription=subscription, since=since).id)
+
+    assert done.recovered_missed == 2
+    assert set(Delivery.objects.filter(subscription=subscription).values_list("event_id", flat=True)) == {
+        event.id for event in accepted
+    }
+    assert not Delivery.objects.filter(event=refused).exists()
+
+
+def test_a_refused_event_does_not_stop_a_run_in_batches(subscription, monkeypatch):
+    """Walked by position, not by 'not delivered yet': refused events fill whole batches and are passed."""
+    monkeypatch.setattr("deliveries.recovery.RECOVERY_BATCH", 2)
+    Subscription.objects.filter(pk=subscription.pk).update(filter={"type": "invoice.paid"})
+    subscription.refresh_from_db()
+    publish_while_paused(subscription, *["customer.created"] * 4, "invoice.paid")
+    done = recovery_run(
+        recovery_id=subscription_recover(subscription=subscription, since=timezone.now() - timedelta(hours=1)).id
+    )
+    assert done.recovered_missed == 1
+
+
+def test_a_notice_about_the_subscription_never_goes_to_it(alice, make_subscription):
+    subscription = make_subscription(alice, events=["asiri.*"], created_at=timezone.now() - timedelta(days=1))
+    other = make_subscription(alice, events=["invoice.*"])
+    Subscription.objects.filter(pk=subscription.pk).update(active=False)
+    for about in (subscription, other):
+        event_publish(
+            tenant=alice,
+            event_type="asiri.subscription.failing",
+            data={"subscription_id": about.id, "url": about.url},
+            about_subscription_id=about.id,
+        )
+    Subscription.objects.filter(pk=subscription.pk).update(active=True)
+    subscription.refresh_from_db()
+    since = timezone.now() - timedelta(hours=1)
+    assert recovery_preview(subscription=subscription, since=since, until=timezone.now())["missed"] == 1
+
+    done = recovery_run(recovery_id=subscription_recover(subscription=subscription, since=since).id)
+
+    assert done.recovered_missed == 1
+    (delivery,) = Delivery.objects.filter(subscription=subscription)
+    assert delivery.event.data["subscription_id"] == other.id
+
+
+def test_ordered_deliveries_re_enter_at_the_end_of_their_key(subscription):
+    """A failed ordered delivery is sent again after what its key published since, as a redelivery is;
+    a missed ordered event takes its key and a position after the key's last one."""
+    first = event_publish(tenant=subscription.tenant, event_type="invoice.paid", data={"n": 1}, ordering_key="k")
+    failed = Delivery.objects.get(event=first)
+    Delivery.objects.filter(pk=failed.pk).update(status=DeliveryStatus.FAILED, next_attempt_at=None)
+    (missed,) = publish_while_paused(subscription, "invoice.paid")
+    Event.objects.filter(pk=missed.pk).update(ordering_key="k")
+    later = event_publish(tenant=subscription.tenant, event_type="invoice.paid", data={"n": 3}, ordering_key="k")
+    later_position = Delivery.objects.get(event=later).position
+
+    done = recovery_run(
+        recovery_id=subscription_recover(subscription=subscription, since=timezone.now() - timedelta(hours=1)).id
+    )
+
+    assert (done.redelivered, done.recovered_missed) == (1, 1)
+    restarted = Delivery.objects.get(pk=failed.pk)
+    created = Delivery.objects.get(event=missed)
+    assert created.ordering_key == "k"
+    assert later_position < restarted.position < created.position
+    waiting = Delivery.objects.with_waiting_on().get(pk=restarted.pk)
+    assert waiting.waiting_on == Delivery.objects.get(event=later).id
