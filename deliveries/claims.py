@@ -18,6 +18,7 @@ from django.db.models import F
 from core.clock import database_now
 from deliveries import ratelimit
 from deliveries.models import Attempt, Delivery, DeliveryStatus, Event
+from deliveries.notices import health_record
 from webhooks.models import Subscription
 
 CLAIM_OVERSCAN = 4  # look at this many candidates per free slot, to skip saturated endpoints
@@ -135,7 +136,7 @@ def claim_due(
             )[: limit * CLAIM_OVERSCAN]
         )
         decided = triage(rows, busy=busy, share=share, limit=limit)
-        _end_unsendable(decided)
+        _end_unsendable(decided, now)
         picked = dict(decided.picked)
         if not decided.rate_limits:
             return _start_attempts(list(picked), now, lease_end)
@@ -247,14 +248,21 @@ def _row_builder(model: type[models.Model]) -> tuple[Callable[[list], models.Mod
     return build, len(fields)
 
 
-def _end_unsendable(decided: Triage) -> None:
+def _end_unsendable(decided: Triage, now: datetime) -> None:
     if decided.exhausted:
         most_attempts = len(settings.ASIRI_RETRY_SCHEDULE) + 1
+        reason = f"Gave up: no outcome was recorded for {most_attempts} attempts."
         Delivery.objects.filter(pk__in=decided.exhausted).update(
-            status=DeliveryStatus.FAILED,
-            next_attempt_at=None,
-            failure_reason=f"Gave up: no outcome was recorded for {most_attempts} attempts.",
+            status=DeliveryStatus.FAILED, next_attempt_at=None, failure_reason=reason
         )
+        # Its retries are used up: in a subscription's failing streak, that is the streak's notice.
+        # Not a failure of the endpoint's own, though, so it starts no streak.
+        streaks = Delivery.objects.filter(
+            pk__in=decided.exhausted, is_test=False, subscription__failing_since__isnull=False
+        ).values_list("subscription_id", "response_status_code")
+        last_failures = {subscription_id: (status_code, reason) for subscription_id, status_code in streaks}
+        if last_failures:
+            health_record(now, healthy=set(), failing=set(last_failures), gone=set(), last_failures=last_failures)
     for subscription_id, delivery_ids in decided.stopped.items():
         subscription = Subscription.objects.get(pk=subscription_id)
         Delivery.objects.filter(pk__in=delivery_ids).update(

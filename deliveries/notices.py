@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from deliveries.models import Delivery
 from deliveries.services import event_publish
 from webhooks.models import Subscription
-from webhooks.services import HealthChanges
+from webhooks.services import HealthChanges, subscriptions_record_health
 
 FAILING = "asiri.subscription.failing"
 DISABLED = "asiri.subscription.disabled"
@@ -21,6 +22,26 @@ def _timestamp(moment: datetime | None) -> str | None:
     if moment is None:
         return None
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def health_record(
+    now: datetime,
+    *,
+    healthy: set[str],
+    failing: set[str],
+    gone: set[str],
+    last_failures: dict[str, tuple[int | None, str]],
+) -> HealthChanges:
+    """Record what endpoints did to their subscriptions' health, stop the deliveries of those it
+    disables, and publish the notices that follow; `last_failures` are the subscriptions one of whose
+    deliveries just ended failed, with its last status code and error. In the caller's transaction."""
+    changes = subscriptions_record_health(
+        now, healthy=healthy - failing, failing=failing - healthy, gone=gone, exhausted=set(last_failures)
+    )
+    for reason, subscription_ids in changes.disabled.items():
+        Delivery.objects.stop_pending(subscription_ids, f"Stopped: {reason}")
+    publish_health_notices(changes, last_failures)
+    return changes
 
 
 def publish_health_notices(changes: HealthChanges, last_failures: dict[str, tuple[int | None, str]]) -> int:

@@ -17,9 +17,8 @@ from deliveries import http
 from deliveries.claims import Claimed
 from deliveries.metrics import count_outcomes
 from deliveries.models import Attempt, Delivery, DeliveryStatus
-from deliveries.notices import publish_health_notices
+from deliveries.notices import health_record
 from deliveries.retry import next_delay
-from webhooks.services import subscriptions_record_health
 
 logger = logging.getLogger(__name__)
 
@@ -180,12 +179,7 @@ def _write_outcomes(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStat
     for (claimed_at, *items), ids in grouped.items():
         Delivery.objects.filter(pk__in=ids, last_attempt_at=claimed_at).update(**dict(items))
     _schedule_retries(retries)
-    changes = subscriptions_record_health(
-        now, healthy=healthy - failing, failing=failing - healthy, gone=gone, exhausted=set(exhausted)
-    )
-    for reason, subscription_ids in changes.disabled.items():
-        stop_pending(subscription_ids, f"Stopped: {reason}")
-    publish_health_notices(changes, exhausted)
+    health_record(now, healthy=healthy, failing=failing, gone=gone, last_failures=exhausted)
     for claimed, result in outcomes:
         _log_attempt(claimed, result)
     return stats

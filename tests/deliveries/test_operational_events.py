@@ -173,3 +173,28 @@ def test_a_paused_watcher_is_accounted_as_skipped(endpoints, subject_answers, pu
         (endpoints["subject"].id, "subject"),
         (watcher.id, "paused"),
     }
+
+
+@pytest.mark.parametrize("streak", [True, False])
+def test_a_delivery_given_up_without_outcome_is_the_streaks_failing_notice(endpoints, publish, streak):
+    """A worker that died on every attempt leaves no outcome; the claim ends the delivery. In a failing
+    streak that is its notice; without a streak it starts none (the endpoint did nothing wrong)."""
+    subject = endpoints["subject"]
+    if streak:
+        Subscription.objects.filter(pk=subject.pk).update(failing_since=timezone.now() - timedelta(minutes=5))
+    publish()
+    for _ in range(2):  # two attempts (ASIRI_RETRY_SCHEDULE = (5,)), each claimed by a worker that then died
+        engine.claim_due(limit=10)
+        make_due()
+    engine.claim_due(limit=10)
+
+    given_up = Delivery.objects.get(subscription=subject, event__type="invoice.paid")
+    assert given_up.status == "failed" and given_up.failure_reason.startswith("Gave up")
+    subject.refresh_from_db()
+    if not streak:
+        assert notices(FAILING) == [] and subject.failing_since is None
+        return
+    (notice,) = notices(FAILING)
+    assert notice.data["subscription_id"] == subject.id and notice.data["last_error"] == given_up.failure_reason
+    assert subject.id not in receivers(notice) and endpoints["watcher"].id in receivers(notice)
+    assert subject.failing_notified_at is not None
