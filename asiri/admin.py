@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 from django import forms
@@ -118,6 +119,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
         "description",
         "metadata",
         "header_lines",
+        "payload_filter",
         "rate_limit",
         "state",
         "failure_streak",
@@ -159,6 +161,16 @@ class SubscriptionAdmin(admin.ModelAdmin):
         return format_html(
             "<pre style='white-space:pre-wrap;max-width:60em'>{}</pre>",
             "\n".join(f"{name}: {value or '(write-only)'}" for name, value in shown(subscription.headers).items()),
+        )
+
+    @admin.display(description="filter")
+    def payload_filter(self, subscription: Subscription):
+        # "Why didn't my webhook arrive?" is often this: events it refuses are logged as `filtered` skips.
+        if subscription.filter is None:
+            return "- (every event of its types)"
+        return format_html(
+            "<pre style='white-space:pre-wrap;max-width:60em'>{}</pre>",
+            json.dumps(subscription.filter, indent=2, ensure_ascii=False),
         )
 
     @admin.display(description="last delivery")

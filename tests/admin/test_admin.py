@@ -288,3 +288,13 @@ def test_the_event_page_accounts_for_every_subscription_that_wanted_it(support_c
     assert re.search(rf"{paused.id}</a>: paused", html)
     assert re.search(rf"{disabled.id}</a>: disabled", html)
     assert elsewhere.id not in html
+
+
+def test_the_subscription_page_shows_its_payload_filter(support_client, alice, make_subscription):
+    """Support answers "why didn't it arrive?": an event the filter refuses is a `filtered` skip."""
+    filtered = make_subscription(alice, filter={"data": {"amount": {"$gte": 100}}})
+    unfiltered = make_subscription(alice)
+    page = support_client.get(f"/admin/webhooks/subscription/{filtered.id}/change/").content.decode()
+    assert "&quot;$gte&quot;: 100" in page
+    page = support_client.get(f"/admin/webhooks/subscription/{unfiltered.id}/change/").content.decode()
+    assert "every event of its types" in page
