@@ -14,7 +14,8 @@ from webhooks.filters import COMPARISONS, MAX_FILTER_BYTES, MAX_FILTER_DEPTH, OP
 
 FILTER_HELP = (
     'Only events whose envelope `{"type", "data"}` matches this are delivered (Hookdeck Outpost syntax): '
-    "a plain value means equality, objects walk into the payload, operators `$eq $neq $gt $gte $lt $lte $in "
+    "a plain value means equality (or, against an array, that the array holds it), objects walk into the "
+    "payload (and into the objects of an array), operators `$eq $neq $gt $gte $lt $lte $in "
     f"$nin $exist $startsWith $endsWith $and $or $not`. At most {MAX_FILTER_BYTES} bytes and "
     f"{MAX_FILTER_DEPTH} levels; null for none."
 )

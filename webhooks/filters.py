@@ -151,11 +151,23 @@ def _matches_node(node: dict, value: Any) -> bool:
             continue
         child = value.get(key, MISSING) if isinstance(value, dict) else MISSING
         if isinstance(operand, dict):
-            if not _matches_node(operand, child):
+            if not _matches_node(operand, child) and not _some_element(operand, child):
                 return False
-        elif child is MISSING or not _equal(child, operand):
+        elif child is MISSING or not (
+            _equal(child, operand)
+            or (isinstance(child, list) and not isinstance(operand, list) and any(_equal(i, operand) for i in child))
+        ):
             return False
     return True
+
+
+def _some_element(operand: dict, value: Any) -> bool:
+    """An array matches a plain value it contains, and a nested filter one of its objects matches
+    (`{"items": {"sku": "A"}}` for `"items": [{"sku": "A"}, …]`), as Hookdeck's and Convoy's do. An
+    operator applies to the array as a whole (`$neq`, `$nin` and `$not` mean what they say of it)."""
+    if not isinstance(value, list) or any(key.startswith("$") for key in operand):
+        return False
+    return any(isinstance(item, dict) and _matches_node(operand, item) for item in value)
 
 
 def _apply(operator: str, operand: Any, value: Any) -> bool:

@@ -43,10 +43,17 @@ def reference(node: dict, value) -> bool:
     for key, operand in node.items():
         if not key.startswith("$"):
             child = value[key] if isinstance(value, dict) and key in value else _ABSENT
+            # An array also matches a plain value it holds, and an operator-free nested filter that
+            # one of its objects matches.
+            items = child if isinstance(child, list) else []
             if isinstance(operand, dict):
-                results.append(reference(operand, child))
+                elements = not any(k.startswith("$") for k in operand) and any(
+                    isinstance(item, dict) and reference(operand, item) for item in items
+                )
+                results.append(reference(operand, child) or elements)
             else:
-                results.append(child is not _ABSENT and _canon(child) == _canon(operand))
+                held = not isinstance(operand, list) and _canon(operand) in {_canon(item) for item in items}
+                results.append(child is not _ABSENT and (_canon(child) == _canon(operand) or held))
             continue
         results.append(_reference_operator(key, operand, value))
     return all(results)
@@ -148,7 +155,15 @@ def test_the_random_pairs_reach_both_answers():
 
 ENVELOPE = {
     "type": "invoice.paid",
-    "data": {"amount": 1500, "currency": "EUR", "customer": {"id": "cus_1"}, "one": 1, "flag": False},
+    "data": {
+        "amount": 1500,
+        "currency": "EUR",
+        "customer": {"id": "cus_1"},
+        "one": 1,
+        "flag": False,
+        "tags": ["gift", "vip"],
+        "items": [{"sku": "A", "qty": 2}, {"sku": "B", "qty": 1}],
+    },
 }
 
 
@@ -177,6 +192,16 @@ ENVELOPE = {
         ({"data": {"amount": 1500.0}}, True),  # 1500.0 is 1500
         ({"data": {"customer": {"id": "cus_1"}}}, True),
         ({"data": {"customer": {"$eq": {"id": "cus_1"}}}}, True),
+        ({"data": {"tags": "gift"}}, True),  # an array matches a value it holds
+        ({"data": {"tags": "gifts"}}, False),
+        ({"data": {"tags": ["gift", "vip"]}}, True),  # and itself
+        ({"data": {"tags": ["gift"]}}, False),
+        ({"data": {"items": {"sku": "B"}}}, True),  # a nested filter, one of its objects
+        ({"data": {"items": {"sku": "B", "qty": 2}}}, False),  # one object must match all of it
+        ({"data": {"items": {"qty": {"$gte": 2}}}}, True),
+        ({"data": {"tags": {"$neq": "gift"}}}, True),  # an operator takes the array as a whole
+        ({"data": {"tags": {"$in": ["gift"]}}}, False),
+        ({"data": {"tags": {"$exist": True}}}, True),
         (None, True),
         ({}, True),
     ],
