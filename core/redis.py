@@ -23,6 +23,12 @@ def client(url: str, timeout: float) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
 
 
+@lru_cache(maxsize=16)
+def script(url: str, timeout: float, source: str) -> redis.commands.core.Script:
+    """A Lua script registered once per client: called by its SHA, loaded again only if Redis lost it."""
+    return client(url, timeout).register_script(source)
+
+
 class Breaker:
     """Says whether to try Redis now; opens for `pause` seconds after a failure."""
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from functools import lru_cache
 
 import redis
 from django.conf import settings
@@ -54,9 +53,8 @@ return {granted, tostring(wait)}
 """
 
 
-@lru_cache(maxsize=4)
 def _script(url: str):
-    return shared_redis.client(url, REDIS_TIMEOUT).register_script(_SCRIPT)
+    return shared_redis.script(url, REDIS_TIMEOUT, _SCRIPT)
 
 
 class _LocalWindows:

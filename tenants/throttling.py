@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 import time
-from functools import lru_cache
 
 import redis
 from django.conf import settings
@@ -35,9 +34,8 @@ return {allowed, tostring((1 - tokens) / rate)}
 REDIS_TIMEOUT = 0.25
 
 
-@lru_cache(maxsize=4)
 def _bucket_script(url: str):
-    return shared_redis.client(url, REDIS_TIMEOUT).register_script(_SCRIPT)
+    return shared_redis.script(url, REDIS_TIMEOUT, _SCRIPT)
 
 
 breaker = shared_redis.Breaker(
