@@ -70,10 +70,15 @@ def pump(*, budget_seconds: float | None = None) -> PumpStats:
     idle_since: float | None = None
     finished: list[tuple[Claimed, http.HttpResult]] = []
     flushed_at = time.monotonic()
+    # Sends ended since the last claim: an endpoint at its share has room for only that many, so a
+    # claim made after every single completion would take one row per statement.
+    ended_since_claim, claimed_at = 0, 0.0
     while not shutdown.requested():
         free = capacity - len(in_flight)
-        if time.monotonic() < deadline and (free >= refill_at or not in_flight):
+        refill = free >= refill_at and (ended_since_claim >= refill_at or time.monotonic() - claimed_at >= FLUSH_TICK)
+        if time.monotonic() < deadline and (refill or not in_flight):
             claimed = claim_due(limit=free, busy=busy, throttled=throttled)
+            ended_since_claim, claimed_at = 0, time.monotonic()
             for item in claimed:
                 in_flight[_submit(sender, item)] = item
                 busy[item.delivery.subscription_id] += 1
@@ -95,6 +100,7 @@ def pump(*, budget_seconds: float | None = None) -> PumpStats:
             total.reclaim = True
             return total
         done, _ = concurrent.futures.wait(in_flight, timeout=FLUSH_TICK, return_when=concurrent.futures.FIRST_COMPLETED)
+        ended_since_claim += len(done)
         for future in done:
             item = in_flight.pop(future)
             busy[item.delivery.subscription_id] -= 1
