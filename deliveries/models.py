@@ -133,9 +133,7 @@ class Delivery(models.Model):
     # written on every claim and every outcome, since both move next_attempt_at. The subscription's
     # lookups and cascades use delivery_log, which starts with it.
     event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="deliveries", db_index=False)
-    subscription = models.ForeignKey(
-        Subscription, on_delete=models.CASCADE, related_name="deliveries", db_index=False
-    )
+    subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="deliveries", db_index=False)
     event_type = models.CharField(max_length=200)  # copied from the event: filters need no join
     status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
     is_test = models.BooleanField(default=False)
