@@ -285,6 +285,22 @@ def next_positions(count: int) -> list[int]:
     return list(range(start, start + count))
 
 
+def deliveries_set_each(column: str, sql_type: str, rows: list[tuple[str, object]], *, in_flight_only: bool) -> None:
+    """Give each delivery (id, value) its own value of `column`, in one UPDATE … FROM (VALUES …): a CASE with
+    a WHEN per row is quadratic in the rows (a thousand took a claim 0.4 s under load, row locks held)."""
+    if not rows:
+        return
+    table = Delivery._meta.db_table
+    values = ", ".join([f"(%s, CAST(%s AS {sql_type}))"] * len(rows))
+    still = f" AND {table}.status IN ('pending', 'retrying')" if in_flight_only else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET {connection.ops.quote_name(column)} = v.column2 "  # noqa: S608 (names are the model's)
+            f"FROM (VALUES {values}) AS v WHERE {table}.id = v.column1{still}",
+            [value for row in rows for value in row],
+        )
+
+
 def new_recovery_id() -> str:
     return new_id("rcv")
 

@@ -11,7 +11,7 @@ import math
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -25,6 +25,7 @@ from deliveries.models import (
     Event,
     Recovery,
     RecoveryStatus,
+    deliveries_set_each,
     next_positions,
 )
 from webhooks.events import OPERATIONAL_PREFIX, RESERVED_PREFIXES
@@ -169,23 +170,10 @@ def _redeliver_failed(recovery: Recovery, now: datetime) -> int:
                 last_attempt_at=now,
                 failure_reason="",
             )
-            _set_positions(list(zip(ordered, next_positions(len(ordered)), strict=True)))
+            positions = list(zip(ordered, next_positions(len(ordered)), strict=True))
+            deliveries_set_each("position", "bigint", positions, in_flight_only=False)
             Recovery.objects.filter(pk=recovery.pk).update(redelivered=F("redelivered") + restarted)
         total += restarted
-
-
-def _set_positions(rows: list[tuple[str, int]]) -> None:
-    """One UPDATE … FROM (VALUES …) for a batch's new positions."""
-    if not rows:
-        return
-    table = Delivery._meta.db_table
-    values = ", ".join(["(%s, CAST(%s AS bigint))"] * len(rows))
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET position = v.column2 FROM (VALUES {values}) AS v "  # noqa: S608 (the model's table)
-            f"WHERE {table}.id = v.column1",
-            [value for row in rows for value in row],
-        )
 
 
 def _type_filter(patterns: list[str]) -> Q:

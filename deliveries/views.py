@@ -314,10 +314,12 @@ class EventViewSet(TenantScopedViewSetMixin, mixins.ListModelMixin, mixins.Retri
         except EventRejected as exc:
             return Response(exc.errors, status=status.HTTP_400_BAD_REQUEST)
         except IdempotencyConflict as exc:
-            return Response(
-                {"detail": str(exc), "conflicting_fields": exc.fields}, status=status.HTTP_422_UNPROCESSABLE_ENTITY
-            )
+            return _idempotency_conflict(exc)
         return Response(EventPublishedSerializer(event).data, status=status.HTTP_202_ACCEPTED)
+
+
+def _idempotency_conflict(exc: IdempotencyConflict) -> Response:
+    return Response({"detail": str(exc), "conflicting_fields": exc.fields}, status=status.HTTP_422_UNPROCESSABLE_ENTITY)
 
 
 class EventBatchView(APIView):
@@ -352,7 +354,5 @@ class EventBatchView(APIView):
         except EventRejected as exc:
             return Response({"events": {str(exc.index): exc.errors}}, status=status.HTTP_400_BAD_REQUEST)
         except IdempotencyConflict as exc:
-            return Response(
-                {"detail": str(exc), "conflicting_fields": exc.fields}, status=status.HTTP_422_UNPROCESSABLE_ENTITY
-            )
+            return _idempotency_conflict(exc)
         return Response({"results": EventPublishedSerializer(events, many=True).data}, status=status.HTTP_202_ACCEPTED)
