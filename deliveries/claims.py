@@ -26,6 +26,17 @@ SCHEDULE_BATCH = 1000
 # A throttled endpoint's due rows are given send times at most this far ahead per claim: the work
 # of one claim stays bounded whatever its backlog, and a raised rate_limit applies within a minute.
 SCHEDULE_HORIZON = 60.0
+# What triage needs of each candidate, in its order.
+CANDIDATE_COLUMNS = (
+    "id",
+    "subscription_id",
+    "is_test",
+    "subscription__active",
+    "subscription__deleted_at",
+    "subscription__rate_limit",
+    "attempt_count",
+    "series_start",
+)
 LOST_ATTEMPT = "No result recorded: the worker stopped during this attempt."
 
 
@@ -108,33 +119,23 @@ def claim_due(
     with transaction.atomic():
         now = database_now()
         lease_end = now + timedelta(seconds=settings.ASIRI_DELIVERY_LEASE)
-        candidates = Delivery.objects.sendable(now)
-        if only_ids is not None:
-            candidates = candidates.filter(pk__in=only_ids)
         share = settings.ASIRI_SEND_CONCURRENCY_PER_ENDPOINT
         held_back = [subscription for subscription, n in busy.items() if n >= share] + list(throttled)
-        if held_back:
-            # Otherwise one endpoint's backlog could fill every candidate slot and starve the rest.
-            candidates = candidates.exclude(subscription_id__in=held_back)
-            if only_ids is None:
-                # Filtered on the due index, a held-back backlog is read row by row in every claim.
-                candidates = candidates.filter(
-                    pk__in=_due_elsewhere(now, held_back, limit=limit * CLAIM_OVERSCAN, each=share)
-                )
-        rows = list(
-            candidates.order_by("next_attempt_at")
-            .select_for_update(skip_locked=True, of=("self",))
-            .values_list(
-                "id",
-                "subscription_id",
-                "is_test",
-                "subscription__active",
-                "subscription__deleted_at",
-                "subscription__rate_limit",
-                "attempt_count",
-                "series_start",
-            )[: limit * CLAIM_OVERSCAN]
-        )
+        if held_back and only_ids is None:
+            # Otherwise one endpoint's backlog could fill every candidate slot and starve the rest;
+            # filtered on the due index, a held-back backlog would be read row by row in every claim.
+            rows = _due_elsewhere(now, held_back, limit=limit * CLAIM_OVERSCAN, each=share)
+        else:
+            candidates = Delivery.objects.sendable(now)
+            if held_back:
+                candidates = candidates.exclude(subscription_id__in=held_back)
+            if only_ids is not None:
+                candidates = candidates.filter(pk__in=only_ids)
+            rows = list(
+                candidates.order_by("next_attempt_at")
+                .select_for_update(skip_locked=True, of=("self",))
+                .values_list(*CANDIDATE_COLUMNS)[: limit * CLAIM_OVERSCAN]
+            )
         decided = triage(rows, busy=busy, share=share, limit=limit)
         _end_unsendable(decided, now)
         picked = dict(decided.picked)
@@ -293,36 +294,58 @@ def _within_rate_limits(
     return kept, held
 
 
-def _due_elsewhere(now: datetime, held_back: list[str], *, limit: int, each: int) -> list[str]:
-    """The ids of the `limit` oldest due deliveries outside `held_back`, at most `each` per subscription.
+def _due_elsewhere(now: datetime, held_back: list[str], *, limit: int, each: int) -> list[tuple]:
+    """Lock up to `limit` sendable deliveries outside `held_back`, at most `each` per subscription,
+    the subscriptions whose oldest due delivery is oldest first; their CANDIDATE_COLUMNS, oldest first.
 
     The work grows with the number of subscriptions that have deliveries in flight, not with the
     held-back backlogs: a skip scan of `delivery_due_by_subscription` lists those subscriptions
-    (one index descent each), then each one's oldest due rows come from the same index.
+    (one index descent each) and their oldest due row, then each one's due rows come from the same
+    index until `limit` are locked. The rows are locked as they are read (SKIP LOCKED): listed
+    first and locked after, concurrent claims would all list the same oldest rows, and every one
+    but the first would find them taken and claim nothing. The conditions are
+    DeliveryQuerySet.sendable's, written out for this query plan.
     """
-    table = Delivery._meta.db_table
+    table, subscriptions = Delivery._meta.db_table, Subscription._meta.db_table
     in_flight = "status IN ('pending', 'retrying')"  # the partial indexes' own condition
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
-            WITH RECURSIVE subscriptions(id) AS (
+            WITH RECURSIVE in_flight(id) AS (
                 (SELECT subscription_id FROM {table} WHERE {in_flight} ORDER BY subscription_id LIMIT 1)
                 UNION ALL
-                SELECT (SELECT subscription_id FROM {table} WHERE {in_flight} AND subscription_id > subscriptions.id
+                SELECT (SELECT subscription_id FROM {table} WHERE {in_flight} AND subscription_id > in_flight.id
                         ORDER BY subscription_id LIMIT 1)
-                FROM subscriptions WHERE subscriptions.id IS NOT NULL
+                FROM in_flight WHERE in_flight.id IS NOT NULL
+            ), heads AS (
+                SELECT id, (SELECT next_attempt_at FROM {table}
+                            WHERE subscription_id = in_flight.id AND {in_flight} AND next_attempt_at <= %(now)s
+                            ORDER BY next_attempt_at LIMIT 1) AS due_at
+                FROM in_flight WHERE id IS NOT NULL AND id <> ALL(%(held_back)s)
+            ), oldest_first AS (
+                SELECT id FROM heads WHERE due_at IS NOT NULL ORDER BY due_at LIMIT %(limit)s
+            ), locked AS (
+                SELECT due.* FROM oldest_first CROSS JOIN LATERAL (
+                    SELECT id, subscription_id, is_test, attempt_count, series_start, next_attempt_at
+                    FROM {table} AS candidate
+                    WHERE subscription_id = oldest_first.id AND {in_flight} AND next_attempt_at <= %(now)s
+                        AND NOT (ordering_key IS NOT NULL AND EXISTS (
+                            SELECT FROM {table} AS ahead WHERE ahead.subscription_id = candidate.subscription_id
+                            AND ahead.ordering_key = candidate.ordering_key AND ahead.position < candidate.position
+                            AND ahead.{in_flight}))
+                    ORDER BY next_attempt_at LIMIT %(each)s
+                    FOR UPDATE SKIP LOCKED
+                ) AS due
+                LIMIT %(limit)s
             )
-            SELECT due.id FROM subscriptions CROSS JOIN LATERAL (
-                SELECT id, next_attempt_at FROM {table}
-                WHERE subscription_id = subscriptions.id AND {in_flight} AND next_attempt_at <= %s
-                ORDER BY next_attempt_at LIMIT %s
-            ) AS due
-            WHERE subscriptions.id <> ALL(%s)
-            ORDER BY due.next_attempt_at LIMIT %s
-            """,  # noqa: S608 (the table name is the model's)
-            [now, each, held_back, limit],
+            SELECT locked.id, locked.subscription_id, locked.is_test, subscription.active,
+                subscription.deleted_at, subscription.rate_limit, locked.attempt_count, locked.series_start
+            FROM locked JOIN {subscriptions} AS subscription ON subscription.id = locked.subscription_id
+            ORDER BY locked.next_attempt_at
+            """,  # noqa: S608 (the table names are the models')
+            {"now": now, "held_back": held_back, "limit": limit, "each": each},
         )
-        return [row[0] for row in cursor.fetchall()]
+        return cursor.fetchall()
 
 
 def _schedule_by_rate(

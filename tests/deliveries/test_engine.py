@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from datetime import timedelta
 
 import pytest
+from django.db import connection, transaction
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from deliveries import engine, http
 from deliveries.models import Attempt, Delivery, DeliveryStatus
-from deliveries.services import delivery_send_test, event_publish
+from deliveries.services import NewEvent, delivery_send_test, event_publish, event_publish_many
 from tests.support.factories import make_due
 from webhooks.models import Subscription
 from webhooks.services import subscription_rotate_secret
@@ -272,6 +274,56 @@ def test_a_busy_endpoints_backlog_does_not_hide_the_others(alice, make_subscript
     publish("other")
     claimed = engine.claim_due(limit=5, busy=Counter({busy_one.id: 2}))
     assert [c.delivery.subscription_id for c in claimed] == [other.id]
+
+
+def test_beside_a_held_back_endpoint_a_claim_still_takes_only_an_ordering_keys_head(alice, make_subscription, settings):
+    settings.ASIRI_SEND_CONCURRENCY_PER_ENDPOINT = 2
+    busy_one, ordered = make_subscription(alice, events=["busy"]), make_subscription(alice, events=["ordered"])
+    event_publish_many(tenant=alice, events=[NewEvent("busy", {"n": n}) for n in range(5)])
+    events = event_publish_many(
+        tenant=alice, events=[NewEvent("ordered", {"n": n}, ordering_key=f"k{n // 3}") for n in range(6)]
+    )
+    claimed = engine.claim_due(limit=10, busy=Counter({busy_one.id: 2}))
+    # Each key's first event only (the share, 2, is both heads), and the rows returned are whole.
+    assert sorted(c.delivery.event_id for c in claimed) == sorted([events[0].id, events[3].id])
+    assert {c.delivery.subscription.id for c in claimed} == {ordered.id}
+    assert all(c.attempt.number == 1 and c.delivery.attempt_count == 1 for c in claimed)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_claims_beside_a_held_back_backlog_take_turns_not_the_same_rows(alice, make_subscription, publish, settings):
+    """Two workers claim at once while one endpoint is held back: the second takes the rows after the
+    ones the first has locked, rather than the same oldest rows, which it would find taken."""
+    settings.ASIRI_SEND_CONCURRENCY_PER_ENDPOINT = 3
+    busy_one, other = make_subscription(alice, events=["busy"]), make_subscription(alice, events=["other"])
+    for _ in range(20):
+        publish("busy")
+    for _ in range(6):
+        publish("other")
+    held = Counter({busy_one.id: 3})
+    locked, release = threading.Event(), threading.Event()
+    first: list = []
+
+    def first_worker() -> None:
+        try:
+            with transaction.atomic():  # its locks are held until this commits
+                first.extend(engine.claim_due(limit=1, busy=held))
+                locked.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=first_worker)
+    worker.start()
+    try:
+        assert locked.wait(10)
+        second = engine.claim_due(limit=5, busy=held)
+    finally:
+        release.set()
+        worker.join()
+    assert len(first) == 1 and first[0].delivery.subscription_id == other.id
+    # The first worker locked three of `other` (its share) and leased one: the other three are the second's.
+    assert [c.delivery.subscription_id for c in second] == [other.id] * 3
 
 
 def test_a_late_result_cannot_cancel_a_redelivery(
