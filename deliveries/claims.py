@@ -160,6 +160,19 @@ def claim_due(
         return _start_attempts(chosen, now, lease_end)
 
 
+def seconds_until_due(*, within: float) -> float | None:
+    """Seconds until the next delivery in flight falls due, on the database's clock, if within `within`."""
+    now = database_now()
+    soonest = (
+        Delivery.objects.in_flight()
+        .filter(next_attempt_at__gt=now, next_attempt_at__lte=now + timedelta(seconds=within))
+        .order_by("next_attempt_at")
+        .values_list("next_attempt_at", flat=True)
+        .first()
+    )
+    return None if soonest is None else (soonest - now).total_seconds()
+
+
 def _start_attempts(delivery_ids: list[str], now: datetime, lease_end: datetime) -> list[Claimed]:
     """Count an attempt for each claimed delivery and write its row, before any request is made."""
     if not delivery_ids:
@@ -373,11 +386,12 @@ def _schedule_by_rate(
         .values_list("id", flat=True)[: max(0, SCHEDULE_BATCH - len(rows))]
     )
     slots = [(delivery_id, start + n * gap) for n, delivery_id in enumerate(rows)]
-    # Send times given earlier lie within the horizon; a lease ends beyond it (ASIRI_DELIVERY_LEASE).
     last = (
         Delivery.objects.filter(subscription_id=subscription_id, next_attempt_at__gt=now)
         .filter(next_attempt_at__lte=horizon + timedelta(seconds=ratelimit.WINDOW_SECONDS))
         .in_flight()
+        # A lease's end is no send time (and lies within the horizon when ASIRI_DELIVERY_LEASE is short).
+        .exclude(next_attempt_at=F("last_attempt_at") + timedelta(seconds=settings.ASIRI_DELIVERY_LEASE))
         .order_by("-next_attempt_at")
         .values_list("next_attempt_at", flat=True)
         .first()

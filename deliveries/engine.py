@@ -20,7 +20,7 @@ from django.db.models import F
 
 from core.clock import database_now
 from deliveries import http, shutdown
-from deliveries.claims import LOST_ATTEMPT, Claimed, claim_due
+from deliveries.claims import LOST_ATTEMPT, Claimed, claim_due, seconds_until_due
 from deliveries.models import Attempt, Delivery
 from deliveries.outcomes import PumpStats, record_outcomes, stop_pending
 from deliveries.signing import signature_header
@@ -34,6 +34,9 @@ FLUSH_BATCH = 50
 FLUSH_AGE = 0.1
 THROTTLED_POLL = 0.1
 IDLE_LINGER = 0.25  # a pump with nothing to do keeps looking this long before it stops
+# A pump with nothing due stays if something falls due within this, rather than stop and be woken
+# again by the dispatcher (every ASIRI_DISPATCH_INTERVAL) a moment later.
+LOOK_AHEAD = 1.0
 
 
 def request_for(delivery: Delivery, now: datetime) -> tuple[bytes, dict[str, str]]:
@@ -85,9 +88,12 @@ def pump(*, budget_seconds: float | None = None) -> PumpStats:
             total.max_in_flight = max(total.max_in_flight, len(in_flight))
             if not in_flight and not claimed:
                 room_at = min(throttled.values(), default=None)
+                if room_at is None and (soon := seconds_until_due(within=LOOK_AHEAD)) is not None:
+                    room_at = time.monotonic() + soon
                 if room_at is not None and room_at < deadline:
-                    # Only rate-limited endpoints have work: wait for their windows rather than for
-                    # beat, looking again often enough that new work elsewhere is not held up.
+                    # Only rate-limited endpoints have work, or work falls due in a moment (a rate
+                    # schedule's next send time, a short retry): wait for it rather than for the
+                    # dispatcher, looking again often enough that new work elsewhere is not held up.
                     time.sleep(min(max(0.0, room_at - time.monotonic()) + 0.001, THROTTLED_POLL))
                     continue
                 idle_since = idle_since or time.monotonic()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from datetime import timedelta
 
@@ -83,6 +84,19 @@ def test_a_claim_returns_the_rows_as_the_orm_would_load_them(alice, make_subscri
     assert claimed.delivery.event.data == {"amount": 42, "nested": {"list": [1, "two"]}}
     assert claimed.delivery.subscription.headers == {"x-team": "billing"}
     assert Attempt.objects.get(pk=claimed.attempt.pk).number == claimed.attempt.number == 1
+
+
+def test_a_pump_waits_for_what_falls_due_in_a_moment_rather_than_stop(post_webhook, alice, make_subscription, publish):
+    make_subscription(alice)
+    publish()
+    Delivery.objects.update(next_attempt_at=timezone.now() + timedelta(seconds=0.6))
+    # Longer than the pump lingers with nothing due: it stays because something falls due soon.
+    stats = engine.pump(budget_seconds=5)
+    assert stats.succeeded == 1 and post_webhook.call_count == 1
+    Delivery.objects.update(status="pending", next_attempt_at=timezone.now() + timedelta(seconds=30))
+    started = time.monotonic()
+    assert engine.pump(budget_seconds=5).sent == 0  # not within LOOK_AHEAD: it stops, the dispatcher wakes one later
+    assert time.monotonic() - started < 2
 
 
 def test_a_claimed_delivery_is_not_claimed_again_until_its_lease_ends(alice, make_subscription, publish, settings):

@@ -60,6 +60,24 @@ def test_a_claim_takes_no_more_than_the_rate_limit_and_schedules_the_rest_by_it(
 
 
 @pytest.mark.django_db
+def test_a_short_lease_does_not_push_the_schedule_back(alice, make_subscription, publish, settings):
+    """A delivery in flight has a lease's end as its next_attempt_at; with a lease shorter than the
+    schedule's horizon, that is no send time for the schedule to continue after."""
+    settings.ASIRI_DELIVERY_LEASE = 10
+    limited = make_subscription(alice, events=["limited"], rate_limit=2)
+    publish("limited", 6)
+    claimed = engine.claim_due(limit=100, throttled={})
+    assert len(claimed) == 2  # in flight, leased for 10 s
+    slots = sorted(
+        Delivery.objects.filter(subscription=limited, attempt_count=0).values_list("next_attempt_at", flat=True)
+    )
+    assert len(slots) == 4
+    # The first waits for the window (at most a second), not for the leases to run out.
+    assert slots[0] <= timezone.now() + timedelta(seconds=ratelimit.WINDOW_SECONDS)
+    assert slots[-1] <= timezone.now() + timedelta(seconds=ratelimit.WINDOW_SECONDS + 3 * 0.5)
+
+
+@pytest.mark.django_db
 def test_the_window_is_shared_by_every_worker(alice, make_subscription, publish):
     limited = make_subscription(alice, events=["limited"], rate_limit=4)
     publish("limited", 10)
