@@ -21,7 +21,6 @@ from deliveries.models import Attempt, Delivery, DeliveryStatus, Event, deliveri
 from deliveries.notices import health_record
 from webhooks.models import Subscription
 
-CLAIM_OVERSCAN = 4  # look at this many candidates per free slot, to skip saturated endpoints
 SCHEDULE_BATCH = 1000
 # A throttled endpoint's due rows are given send times at most this far ahead per claim: the work
 # of one claim stays bounded whatever its backlog, and a raised rate_limit applies within a minute.
@@ -124,17 +123,20 @@ def claim_due(
         if held_back and only_ids is None:
             # Otherwise one endpoint's backlog could fill every candidate slot and starve the rest;
             # filtered on the due index, a held-back backlog would be read row by row in every claim.
-            rows = _due_elsewhere(now, held_back, limit=limit * CLAIM_OVERSCAN, each=share)
+            rows = _due_elsewhere(now, held_back, limit=limit, room=_room(busy, share))
         else:
             candidates = Delivery.objects.sendable(now)
             if held_back:
                 candidates = candidates.exclude(subscription_id__in=held_back)
             if only_ids is not None:
                 candidates = candidates.filter(pk__in=only_ids)
+            # As many rows as free slots: a row locked but not taken is one that other workers skip for
+            # nothing (four per slot cost the drain a tenth: bench/RESULTS.md). An endpoint that
+            # reaches its share among them is held back from the next claim, which goes past it.
             rows = list(
                 candidates.order_by("next_attempt_at")
                 .select_for_update(skip_locked=True, of=("self",))
-                .values_list(*CANDIDATE_COLUMNS)[: limit * CLAIM_OVERSCAN]
+                .values_list(*CANDIDATE_COLUMNS)[:limit]
             )
         decided = triage(rows, busy=busy, share=share, limit=limit)
         _end_unsendable(decided, now)
@@ -208,7 +210,8 @@ def _start_attempts_at_once(delivery_ids: list[str], now: datetime, lease_end: d
             WHERE id = ANY(%(ids)s) RETURNING *
         ), cut_short AS (
             UPDATE {attempt} SET error = %(lost)s
-            WHERE delivery_id = ANY(%(ids)s) AND duration_ms IS NULL AND error = ''
+            WHERE delivery_id IN (SELECT id FROM claimed WHERE attempt_count > 1)
+                AND duration_ms IS NULL AND error = ''
         ), started AS (
             INSERT INTO {attempt} (delivery_id, number, started_at, response_body, response_headers, error)
             SELECT id, attempt_count, %(now)s, '', '{{}}', '' FROM claimed
@@ -307,9 +310,14 @@ def _within_rate_limits(
     return kept, held
 
 
-def _due_elsewhere(now: datetime, held_back: list[str], *, limit: int, each: int) -> list[tuple]:
-    """Lock up to `limit` sendable deliveries outside `held_back`, at most `each` per subscription,
-    the subscriptions whose oldest due delivery is oldest first; their CANDIDATE_COLUMNS, oldest first.
+def _room(busy: Counter, share: int) -> dict[str, int]:
+    return {subscription_id: share - n for subscription_id, n in busy.items() if 0 < n < share}
+
+
+def _due_elsewhere(now: datetime, held_back: list[str], *, limit: int, room: dict[str, int]) -> list[tuple]:
+    """Lock up to `limit` sendable deliveries outside `held_back`, for each subscription at most its
+    `room` (ASIRI_SEND_CONCURRENCY_PER_ENDPOINT if not named), the subscriptions whose oldest due
+    delivery is oldest first; their CANDIDATE_COLUMNS, oldest first.
 
     The work grows with the number of subscriptions that have deliveries in flight, not with the
     held-back backlogs: a skip scan of `delivery_due_by_subscription` lists those subscriptions
@@ -336,7 +344,9 @@ def _due_elsewhere(now: datetime, held_back: list[str], *, limit: int, each: int
                             ORDER BY next_attempt_at LIMIT 1) AS due_at
                 FROM in_flight WHERE id IS NOT NULL AND id <> ALL(%(held_back)s)
             ), oldest_first AS (
-                SELECT id FROM heads WHERE due_at IS NOT NULL ORDER BY due_at LIMIT %(limit)s
+                SELECT heads.id, COALESCE(room.n, %(share)s) AS room
+                FROM heads LEFT JOIN unnest(%(room_ids)s::text[], %(room_n)s::int[]) AS room(id, n) USING (id)
+                WHERE due_at IS NOT NULL ORDER BY due_at LIMIT %(limit)s
             ), locked AS (
                 SELECT due.* FROM oldest_first CROSS JOIN LATERAL (
                     SELECT id, subscription_id, is_test, attempt_count, series_start, next_attempt_at
@@ -346,7 +356,7 @@ def _due_elsewhere(now: datetime, held_back: list[str], *, limit: int, each: int
                             SELECT FROM {table} AS ahead WHERE ahead.subscription_id = candidate.subscription_id
                             AND ahead.ordering_key = candidate.ordering_key AND ahead.position < candidate.position
                             AND ahead.{in_flight}))
-                    ORDER BY next_attempt_at LIMIT %(each)s
+                    ORDER BY next_attempt_at LIMIT oldest_first.room
                     FOR UPDATE SKIP LOCKED
                 ) AS due
                 LIMIT %(limit)s
@@ -356,7 +366,14 @@ def _due_elsewhere(now: datetime, held_back: list[str], *, limit: int, each: int
             FROM locked JOIN {subscriptions} AS subscription ON subscription.id = locked.subscription_id
             ORDER BY locked.next_attempt_at
             """,  # noqa: S608 (the table names are the models')
-            {"now": now, "held_back": held_back, "limit": limit, "each": each},
+            {
+                "now": now,
+                "held_back": held_back,
+                "limit": limit,
+                "share": settings.ASIRI_SEND_CONCURRENCY_PER_ENDPOINT,
+                "room_ids": list(room),
+                "room_n": list(room.values()),
+            },
         )
         return cursor.fetchall()
 

@@ -12,7 +12,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from deliveries import engine, http
+from deliveries import claims, engine, http
 from deliveries.models import Attempt, Delivery, DeliveryStatus
 from deliveries.services import NewEvent, delivery_send_test, event_publish, event_publish_many
 from tests.support.factories import make_due
@@ -302,6 +302,22 @@ def test_beside_a_held_back_endpoint_a_claim_still_takes_only_an_ordering_keys_h
     assert sorted(c.delivery.event_id for c in claimed) == sorted([events[0].id, events[3].id])
     assert {c.delivery.subscription.id for c in claimed} == {ordered.id}
     assert all(c.attempt.number == 1 and c.delivery.attempt_count == 1 for c in claimed)
+
+
+def test_beside_a_held_back_endpoint_a_claim_locks_only_the_rows_each_endpoint_has_room_for(
+    alice, make_subscription, publish, settings
+):
+    settings.ASIRI_SEND_CONCURRENCY_PER_ENDPOINT = 5
+    held, half_busy, idle = (make_subscription(alice, events=[name]) for name in ("held", "half", "idle"))
+    for name in ("held", "half", "idle"):
+        for _ in range(8):
+            publish(name)
+    with transaction.atomic():
+        rows = claims._due_elsewhere(
+            timezone.now(), [held.id], limit=100, room=claims._room(Counter({half_busy.id: 3, held.id: 5}), 5)
+        )
+    # It locks what triage would take and no more: locked rows are ones other workers skip.
+    assert Counter(row[1] for row in rows) == {half_busy.id: 2, idle.id: 5}
 
 
 @pytest.mark.django_db(transaction=True)
