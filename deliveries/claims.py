@@ -21,7 +21,9 @@ from deliveries.models import Attempt, Delivery, DeliveryStatus, Event, deliveri
 from deliveries.notices import health_record
 from webhooks.models import Subscription
 
-SCHEDULE_BATCH = 1000
+# Rows given send times per claim: the statement stays far under 100 ms on a loaded machine (1,000 took
+# up to 98 ms in bench scenario 6), and the schedule continues where it stopped at the next claim.
+SCHEDULE_BATCH = 250
 # A throttled endpoint's due rows are given send times at most this far ahead per claim: the work
 # of one claim stays bounded whatever its backlog, and a raised rate_limit applies within a minute.
 SCHEDULE_HORIZON = 60.0
