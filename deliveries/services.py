@@ -96,8 +96,7 @@ def event_publish_many(
     A reused key whose type or data differ raises IdempotencyConflict; the catalog may refuse an event
     first (EventRejected, with `index` the event's place in `events`).
     """
-    events_check([(e.type, e.data) for e in events])
-    now = database_now()
+    now = events_check([(e.type, e.data) for e in events])
     with transaction.atomic():
         if not any(e.idempotency_key for e in events):
             return _publish(tenant, events, now, about_subscription_id)
