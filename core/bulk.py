@@ -1,0 +1,48 @@
+"""Writing rows of several models at once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from django.db import connection, models
+from django.db.models.sql import InsertQuery
+
+
+def insert_together(*groups: Sequence[models.Model]) -> bool:
+    """Insert each group's new rows (one model per group; primary keys set, or all left to the database).
+
+    On PostgreSQL it is one statement, the groups before the last as data-modifying CTEs, so it is
+    atomic without a transaction of its own and costs one round trip (profiling a publish: its
+    inserts, each through bulk_create, were a third of its time). Foreign keys are checked at the end of
+    the statement, so a row may refer to one inserted beside it. Returns whether it was one statement;
+    elsewhere (SQLite) each group is a bulk_create and the caller needs a transaction for them.
+    """
+    groups = [list(group) for group in groups if group]
+    if connection.vendor != "postgresql":
+        for group in groups:
+            type(group[0]).objects.bulk_create(group)
+        return False
+    statements, params = [], []
+    for group in groups:
+        model = type(group[0])
+        for row in group:
+            row._prepare_related_fields_for_save(operation_name="insert_together")
+        fields = model._meta.concrete_fields
+        if all(row.pk is None for row in group):  # the database numbers them (their pk stays unknown here)
+            fields = [field for field in fields if not field.primary_key]
+        query = InsertQuery(model)
+        query.insert_values(fields, group)
+        ((sql, sql_params),) = query.get_compiler(connection=connection).as_sql()
+        statements.append(sql)
+        params.extend(sql_params)
+    if not statements:
+        return True
+    *first, last = statements
+    if first:
+        last = "WITH " + ", ".join(f"inserted_{n} AS ({sql})" for n, sql in enumerate(first)) + " " + last
+    with connection.cursor() as cursor:
+        cursor.execute(last, params)
+    for group in groups:
+        for row in group:
+            row._state.adding, row._state.db = False, connection.alias
+    return True
