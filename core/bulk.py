@@ -13,8 +13,8 @@ def insert_together(*groups: Sequence[models.Model]) -> bool:
 
     On PostgreSQL it is one statement, the groups before the last as data-modifying CTEs, so it is
     atomic without a transaction of its own and costs one round trip (profiling a publish: its
-    inserts, each through bulk_create, were a third of its time). Foreign keys are checked at the end of
-    the statement, so a row may refer to one inserted beside it. Returns whether it was one statement;
+    inserts, each through bulk_create, were a third of its time). Django's foreign keys are checked at
+    commit (deferred), so a row may refer to one inserted beside it. Returns whether it was one statement;
     elsewhere (SQLite) each group is a bulk_create and the caller needs a transaction for them.
     """
     groups = [list(group) for group in groups if group]
