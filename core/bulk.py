@@ -8,6 +8,11 @@ from django.db import connection, models
 from django.db.models.sql import InsertQuery
 
 
+def inserts_are_one_statement() -> bool:
+    """Whether insert_together is one statement here, and so atomic without a transaction of its own."""
+    return connection.vendor == "postgresql"
+
+
 def insert_together(*groups: Sequence[models.Model]) -> bool:
     """Insert each group's new rows (one model per group; primary keys set, or all left to the database).
 
@@ -18,7 +23,7 @@ def insert_together(*groups: Sequence[models.Model]) -> bool:
     elsewhere (SQLite) each group is a bulk_create and the caller needs a transaction for them.
     """
     groups = [list(group) for group in groups if group]
-    if connection.vendor != "postgresql":
+    if not inserts_are_one_statement():
         for group in groups:
             type(group[0]).objects.bulk_create(group)
         return False

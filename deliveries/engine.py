@@ -22,12 +22,12 @@ from core.clock import database_now
 from deliveries import http, shutdown
 from deliveries.claims import LOST_ATTEMPT, Claimed, claim_due, seconds_until_due
 from deliveries.models import Attempt, Delivery
-from deliveries.outcomes import PumpStats, record_outcomes, stop_pending
+from deliveries.outcomes import PumpStats, record_outcomes
 from deliveries.signing import signature_header
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LOST_ATTEMPT", "claim_due", "pump", "record_outcomes", "send_now", "stop_pending"]
+__all__ = ["LOST_ATTEMPT", "claim_due", "pump", "record_outcomes", "send_now"]
 
 FLUSH_TICK = 0.05
 FLUSH_BATCH = 50

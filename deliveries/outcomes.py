@@ -235,8 +235,3 @@ def _finish_attempts(attempts: list[Attempt]) -> None:
             f"FROM (VALUES {rows}) AS v WHERE {table}.id = v.column1",
             params,
         )
-
-
-def stop_pending(subscription_ids, reason: str) -> int:
-    """End the in-flight deliveries of these subscriptions as failed (test sends excepted)."""
-    return Delivery.objects.stop_pending(subscription_ids, reason)

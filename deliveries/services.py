@@ -5,17 +5,18 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from core.bulk import insert_together
+from core.bulk import insert_together, inserts_are_one_statement
 from core.clock import database_now
 from deliveries import wakeups
 from deliveries.metrics import count_dispatcher_run
@@ -99,13 +100,12 @@ def event_publish_many(
     first (EventRejected, with `index` the event's place in `events`).
     """
     now = events_check([(e.type, e.data) for e in events])
-    if not any(e.idempotency_key for e in events) and connection.vendor == "postgresql":
-        # Its writes are one statement (insert_together): atomic without BEGIN and COMMIT, two round
-        # trips of six (in the caller's transaction, if there is one).
-        return _publish(tenant, events, now, about_subscription_id)
-    with transaction.atomic():
-        if not any(e.idempotency_key for e in events):
+    if not any(e.idempotency_key for e in events):
+        # Its only writes are insert_together's: where that is one statement, it needs no BEGIN and
+        # COMMIT of its own (two round trips of six; in the caller's transaction, if there is one).
+        with nullcontext() if inserts_are_one_statement() else transaction.atomic():
             return _publish(tenant, events, now, about_subscription_id)
+    with transaction.atomic():
         try:
             with transaction.atomic():  # a savepoint, only where a concurrent request may take one of the keys
                 return _publish(tenant, events, now, about_subscription_id)

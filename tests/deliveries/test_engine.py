@@ -364,7 +364,7 @@ def test_a_late_result_cannot_cancel_a_redelivery(
     make_subscription(alice)
     publish()
     (claimed,) = engine.claim_due(limit=1)
-    engine.stop_pending([claimed.delivery.subscription_id], "Stopped: paused")  # while the send is in flight
+    Delivery.objects.stop_pending([claimed.delivery.subscription_id], "Stopped: paused")  # while the send is in flight
     with django_capture_on_commit_callbacks(execute=False):
         delivery_redeliver(delivery=Delivery.objects.get(pk=claimed.delivery.pk))
     engine.record_outcomes([(claimed, http.HttpResult(500, 3))])
