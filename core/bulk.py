@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
-from django.db import connection, models
+from django.db import DEFAULT_DB_ALIAS, connection, connections, models
 from django.db.models.sql import InsertQuery
 
 
@@ -35,9 +36,7 @@ def insert_together(*groups: Sequence[models.Model]) -> bool:
         fields = model._meta.concrete_fields
         if all(row.pk is None for row in group):  # the database numbers them (their pk stays unknown here)
             fields = [field for field in fields if not field.primary_key]
-        query = InsertQuery(model)
-        query.insert_values(fields, group)
-        ((sql, sql_params),) = query.get_compiler(connection=connection).as_sql()
+        sql, sql_params = _insert(model, fields, group)
         statements.append(sql)
         params.extend(sql_params)
     if not statements:
@@ -51,3 +50,31 @@ def insert_together(*groups: Sequence[models.Model]) -> bool:
         for row in group:
             row._state.adding, row._state.db = False, connection.alias
     return True
+
+
+def _insert(model: type[models.Model], fields: list[models.Field], rows: list[models.Model]) -> tuple[str, list]:
+    """The INSERT of these rows and its parameters. For one row (a single publish's event and delivery), the
+    text is cached and only the values are prepared, as Django's compiler prepares them: compiling it anew
+    was a fifth of a single publish's time (bench/RESULTS.md). Several rows go through Django's compiler,
+    whose UNNEST form keeps the planning of a large insert short."""
+    db = connections[DEFAULT_DB_ALIAS]  # once: each `connection.` goes through a thread-local proxy
+    if len(rows) == 1 and not any(getattr(field, "get_placeholder", None) for field in fields):
+        (row,) = rows
+        values = [field.pre_save(row, add=True) for field in fields]
+        if not any(hasattr(value, "resolve_expression") for value in values):
+            prepared = [
+                field.get_db_prep_save(value, connection=db) for field, value in zip(fields, values, strict=True)
+            ]
+            return _one_row_insert(model, tuple(fields)), prepared
+    query = InsertQuery(model)
+    query.insert_values(fields, rows)
+    ((sql, sql_params),) = query.get_compiler(connection=db).as_sql()
+    return sql, list(sql_params)
+
+
+@lru_cache(maxsize=64)
+def _one_row_insert(model: type[models.Model], fields: tuple[models.Field, ...]) -> str:
+    db = connections[DEFAULT_DB_ALIAS]
+    columns = ", ".join(db.ops.quote_name(field.column) for field in fields)
+    placeholders = ", ".join(["%s"] * len(fields))
+    return f"INSERT INTO {db.ops.quote_name(model._meta.db_table)} ({columns}) VALUES ({placeholders})"  # noqa: S608

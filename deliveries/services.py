@@ -34,7 +34,7 @@ from deliveries.models import (
 )
 from deliveries.recovery import RECOVER, recoveries_to_wake
 from tenants.models import Tenant
-from webhooks.catalog import events_check
+from webhooks.catalog import events_check_and_subscriptions
 from webhooks.models import EventType, Subscription
 
 logger = logging.getLogger(__name__)
@@ -99,23 +99,27 @@ def event_publish_many(
     A reused key whose type or data differ raises IdempotencyConflict; the catalog may refuse an event
     first (EventRejected, with `index` the event's place in `events`).
     """
-    now = events_check([(e.type, e.data) for e in events])
+    now, live = events_check_and_subscriptions([(e.type, e.data) for e in events], tenant)
     if not any(e.idempotency_key for e in events):
         # Its only writes are insert_together's: where that is one statement, it needs no BEGIN and
         # COMMIT of its own (two round trips of six; in the caller's transaction, if there is one).
         with nullcontext() if inserts_are_one_statement() else transaction.atomic():
-            return _publish(tenant, events, now, about_subscription_id)
+            return _publish(tenant, events, now, live, about_subscription_id)
     with transaction.atomic():
         try:
             with transaction.atomic():  # a savepoint, only where a concurrent request may take one of the keys
-                return _publish(tenant, events, now, about_subscription_id)
+                return _publish(tenant, events, now, live, about_subscription_id)
         except IntegrityError:
             # Another request published with one of these keys in the meantime: answer with its events.
-            return _publish(tenant, events, now, about_subscription_id)
+            return _publish(tenant, events, now, live, about_subscription_id)
 
 
 def _publish(
-    tenant: Tenant, events: Sequence[NewEvent], now: datetime, about_subscription_id: str | None
+    tenant: Tenant,
+    events: Sequence[NewEvent],
+    now: datetime,
+    live: list[Subscription],
+    about_subscription_id: str | None,
 ) -> list[Event]:
     published = _events_for_keys(tenant, {e.idempotency_key for e in events if e.idempotency_key}, now)
     results, fresh = [], []
@@ -138,9 +142,6 @@ def _publish(
         results.append(event)
     if not fresh:
         return results
-    live = list(
-        Subscription.objects.live().for_tenant(tenant).only("id", "events", "active", "disabled_reason", "filter")
-    )
     wanting = {t: [s for s in live if s.wants(t)] for t in {e.type for e in fresh}}
     deliveries, skips = [], []
     for event in fresh:

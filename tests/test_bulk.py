@@ -47,3 +47,28 @@ def test_empty_groups_are_left_out(alice, make_subscription):
     assert insert_together([event], [], [delivery]) is True
     assert insert_together([], []) is True
     assert Delivery.objects.filter(event=event).count() == 1
+
+
+def test_a_single_row_is_written_as_djangos_compiler_would(alice, make_subscription):
+    """One row per group takes the cached text; every column, defaults included, lands as a bulk_create's."""
+    subscription = make_subscription(alice)
+    event, _, delivery = new_rows(alice, subscription)
+    delivery.ordering_key, delivery.position = "k", 7
+    insert_together([event], [delivery])
+    twin_event, _, twin = new_rows(alice, subscription)
+    twin.ordering_key, twin.position = "k", 7
+    Event.objects.bulk_create([twin_event])
+    Delivery.objects.bulk_create([twin])
+    ignored = {"id", "event_id", "created_at", "next_attempt_at"}
+    ours, theirs = (Delivery.objects.values().get(pk=pk) for pk in (delivery.pk, twin.pk))
+    assert {k: v for k, v in ours.items() if k not in ignored} == {k: v for k, v in theirs.items() if k not in ignored}
+    assert Event.objects.get(pk=event.pk).data == Event.objects.get(pk=twin_event.pk).data == {"n": 1}
+
+
+def test_an_expression_value_is_compiled_by_django(alice, make_subscription):
+    from django.db.models.functions import Now
+
+    event, _, delivery = new_rows(alice, make_subscription(alice))
+    delivery.next_attempt_at = Now()
+    insert_together([event], [delivery])
+    assert Delivery.objects.get(pk=delivery.pk).next_attempt_at is not None

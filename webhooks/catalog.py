@@ -20,8 +20,9 @@ from jsonschema import Draft202012Validator as MetaSchemaChecker
 from jsonschema.exceptions import SchemaError
 
 from core.clock import database_now
+from tenants.models import Tenant
 from webhooks.events import EVENT_NAME_RE, pattern_matches
-from webhooks.models import EventType
+from webhooks.models import MATCHING_FIELDS, EventType, Subscription
 
 MAX_REPORTED_ERRORS = 20
 
@@ -104,19 +105,54 @@ def _clock_and_versions(names: list[str]) -> tuple[datetime, dict[str, datetime]
     return now, dict(zip(found or [], stamps or [], strict=True))
 
 
-def event_check(*, event_type: str, data: dict[str, Any]) -> None:
-    """Raise EventRejected if the catalog refuses this event: data against a registered type's schema in
-    either mode; an unregistered type in strict mode."""
-    events_check([(event_type, data)])
+def _clock_versions_and_subscriptions(
+    names: list[str], tenant: Tenant
+) -> tuple[datetime, dict[str, datetime], list[Subscription]]:
+    """_clock_and_versions, and the tenant's live subscriptions with MATCHING_FIELDS, in one query on PostgreSQL."""
+    if connection.vendor != "postgresql":
+        now, versions = _clock_and_versions(names)
+        return now, versions, list(Subscription.objects.live().for_tenant(tenant).only(*MATCHING_FIELDS))
+    # In the model's order: Model.from_db matches values to the fields it is given in that order.
+    fields = [field for field in Subscription._meta.concrete_fields if field.attname in MATCHING_FIELDS]
+    columns = ", ".join(f"s.{connection.ops.quote_name(field.column)}" for field in fields)
+    with connection.cursor() as cursor:
+        # SubscriptionQuerySet.live() and for_tenant(), written out: a compiled queryset cost a publish more
+        # than the round trip it shares here (bench/RESULTS.md).
+        cursor.execute(
+            f"SELECT statement_timestamp(), c.names, c.stamps, {columns} "  # noqa: S608 (the models' names)
+            f"FROM (SELECT array_agg(name) AS names, array_agg(updated_at) AS stamps "
+            f"FROM {EventType._meta.db_table} WHERE name = ANY(%s)) AS c "
+            f"LEFT JOIN {Subscription._meta.db_table} AS s ON s.tenant_id = %s AND s.deleted_at IS NULL",
+            [names, tenant.pk],
+        )
+        rows = cursor.fetchall()
+    now, found, stamps = rows[0][:3]
+    subscriptions = []
+    for row in rows:
+        if row[3] is None:  # the LEFT JOIN's row when the tenant has none
+            continue
+        values = list(row[3:])
+        for index, field in enumerate(fields):
+            for convert in field.get_db_converters(connection):
+                values[index] = convert(values[index], field, connection)
+        subscriptions.append(Subscription.from_db(connection.alias, [f.attname for f in fields], values))
+    return now, dict(zip(found or [], stamps or [], strict=True)), subscriptions
 
 
-def events_check(events: list[tuple[str, dict[str, Any]]]) -> datetime:
-    """event_check for several events, with one query for all their types; the error says which (`index`).
+def events_check_and_subscriptions(
+    events: list[tuple[str, dict[str, Any]]], tenant: Tenant
+) -> tuple[datetime, list[Subscription]]:
+    """Raise EventRejected if the catalog refuses one of these events (`index` says which): data against a
+    registered type's schema in either mode, an unregistered type in strict mode. Otherwise return all that
+    a publish reads before it writes: the database's clock and the tenant's live subscriptions
+    (MATCHING_FIELDS loaded), with the catalog in one query on PostgreSQL. Round trips and compiled querysets
+    were most of a single publish's time (bench/RESULTS.md)."""
+    now, versions, subscriptions = _clock_versions_and_subscriptions(sorted({t for t, _ in events}), tenant)
+    _check(events, versions)
+    return now, subscriptions
 
-    Returns the database's clock, read by the same query: a publish needs both before it writes, and
-    one round trip fewer was a tenth of a single publish's time (bench/RESULTS.md).
-    """
-    now, versions = _clock_and_versions(sorted({t for t, _ in events}))
+
+def _check(events: list[tuple[str, dict[str, Any]]], versions: dict[str, datetime]) -> None:
     for index, (event_type, data) in enumerate(events):
         updated_at = versions.get(event_type)
         if updated_at is None:
@@ -128,7 +164,6 @@ def events_check(events: list[tuple[str, dict[str, Any]]]) -> datetime:
         validator = _compiled(event_type, updated_at.isoformat())
         if not validator.is_valid(data):
             raise EventRejected({"data": data_errors(None, data, validator=validator)}, index=index)
-    return now
 
 
 def unmatched_patterns(patterns: list[str]) -> list[str]:

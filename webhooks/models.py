@@ -22,6 +22,10 @@ def new_signing_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+# What deciding whether a subscription gets an event reads (wants, accepts, and the skip reasons).
+MATCHING_FIELDS = ["id", "events", "active", "disabled_reason", "filter"]
+
+
 class SubscriptionQuerySet(models.QuerySet):
     def for_tenant(self, tenant: Tenant) -> SubscriptionQuerySet:
         return self.filter(tenant=tenant)

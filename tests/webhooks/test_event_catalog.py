@@ -256,3 +256,32 @@ def test_a_schema_with_a_remote_reference_is_refused_without_fetching_it(db, tmp
     with pytest.raises(CommandError, match="remote references are not fetched"):
         load(path)
     assert connections.hosts == []
+
+
+def test_a_publish_reads_each_live_subscription_as_the_orm_would(alice, charlie, make_subscription):
+    """events_check_and_subscriptions writes the live(), for_tenant() query out: same rows, same values."""
+    from django.utils import timezone
+
+    from webhooks.catalog import events_check_and_subscriptions
+    from webhooks.models import MATCHING_FIELDS, Subscription
+
+    make_subscription(alice, events=["invoice.*"])
+    make_subscription(alice, events=["*"], filter={"data": {"amount": {"$gte": 10}}})
+    paused = make_subscription(alice)
+    Subscription.objects.filter(pk=paused.pk).update(active=False, disabled_reason="endpoint gone")
+    gone = make_subscription(alice)
+    Subscription.objects.filter(pk=gone.pk).update(deleted_at=timezone.now())
+    make_subscription(charlie)
+    now, live = events_check_and_subscriptions([("invoice.paid", {})], alice)
+    expected = Subscription.objects.live().for_tenant(alice).values(*MATCHING_FIELDS)
+    assert sorted(({f: getattr(s, f) for f in MATCHING_FIELDS} for s in live), key=lambda s: s["id"]) == sorted(
+        expected, key=lambda s: s["id"]
+    )
+    assert len(live) == 3 and now is not None
+
+
+def test_a_tenant_without_subscriptions_reads_none(alice, catalog):
+    from webhooks.catalog import events_check_and_subscriptions
+
+    now, live = events_check_and_subscriptions([("invoice.paid", {"invoice": "in_1", "amount": 1})], alice)
+    assert live == [] and now is not None
