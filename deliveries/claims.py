@@ -198,7 +198,12 @@ def _start_attempts(delivery_ids: list[str], now: datetime, lease_end: datetime)
 def _start_attempts_at_once(delivery_ids: list[str], now: datetime, lease_end: datetime) -> list[Claimed]:
     """_start_attempts in one statement, on PostgreSQL: the delivery rows are updated, the attempts cut
     short marked, the new attempts inserted, and the rows a send needs returned, in one round trip
-    where the ORM takes four (profiling: a claim's statements were most of a pump's database time)."""
+    where the ORM takes four (profiling: a claim's statements were most of a pump's database time).
+
+    Only a delivery's latest attempt can lack a result (each claim marks the one before), so the cut-short
+    attempt is looked up by its key, (delivery, number): the planner then always reads it through
+    attempt_number_unique. Asked for any attempt of the delivery without a result, it scanned the whole
+    attempts table in every claim whenever its statistics lagged (bench/RESULTS.md)."""
     kinds = (Delivery, Event, Subscription)
     columns = [
         [f"{alias}.{connection.ops.quote_name(f.column)}" for f in m._meta.concrete_fields]
@@ -211,9 +216,9 @@ def _start_attempts_at_once(delivery_ids: list[str], now: datetime, lease_end: d
                 next_attempt_at = %(lease_end)s
             WHERE id = ANY(%(ids)s) RETURNING *
         ), cut_short AS (
-            UPDATE {attempt} SET error = %(lost)s
-            WHERE delivery_id IN (SELECT id FROM claimed WHERE attempt_count > 1)
-                AND duration_ms IS NULL AND error = ''
+            UPDATE {attempt} SET error = %(lost)s FROM claimed
+            WHERE {attempt}.delivery_id = claimed.id AND {attempt}.number = claimed.attempt_count - 1
+                AND claimed.attempt_count > 1 AND {attempt}.duration_ms IS NULL AND {attempt}.error = ''
         ), started AS (
             INSERT INTO {attempt} (delivery_id, number, started_at, response_body, response_headers, error)
             SELECT id, attempt_count, %(now)s, '', '{{}}', '' FROM claimed

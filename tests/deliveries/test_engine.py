@@ -112,6 +112,22 @@ def test_a_claimed_delivery_is_not_claimed_again_until_its_lease_ends(alice, mak
     assert Attempt.objects.get(delivery=delivery, number=1).error == engine.LOST_ATTEMPT
 
 
+def test_each_claim_after_a_lost_lease_marks_only_the_attempt_before_it(alice, make_subscription, publish):
+    """Three claims, each lease running out: attempts 1 and 2 are cut short, 3 is open, and another
+    delivery's open attempt is left alone (the lookup is by (delivery, number), not "any open attempt")."""
+    make_subscription(alice)
+    publish()
+    (first,) = engine.claim_due(limit=10)
+    publish()
+    for _ in range(2):
+        make_due([first.delivery.pk])
+        (again,) = [c for c in engine.claim_due(limit=10) if c.delivery.pk == first.delivery.pk]
+    errors = dict(Attempt.objects.filter(delivery_id=first.delivery.pk).values_list("number", "error"))
+    assert errors == {1: engine.LOST_ATTEMPT, 2: engine.LOST_ATTEMPT, 3: ""} and again.attempt.number == 3
+    (other,) = Attempt.objects.exclude(delivery_id=first.delivery.pk)
+    assert other.error == "" and other.duration_ms is None
+
+
 def test_it_claims_no_more_than_an_endpoints_share(alice, make_subscription, publish, settings):
     settings.ASIRI_SEND_CONCURRENCY_PER_ENDPOINT = 3
     slow, fast = make_subscription(alice, events=["slow"]), make_subscription(alice, events=["fast"])
