@@ -53,19 +53,31 @@ def insert_together(*groups: Sequence[models.Model]) -> bool:
 
 
 def _insert(model: type[models.Model], fields: list[models.Field], rows: list[models.Model]) -> tuple[str, list]:
-    """The INSERT of these rows and its parameters. For one row (a single publish's event and delivery), the
-    text is cached and only the values are prepared, as Django's compiler prepares them: compiling it anew
-    was a fifth of a single publish's time (bench/RESULTS.md). Several rows go through Django's compiler,
-    whose UNNEST form keeps the planning of a large insert short."""
+    """The INSERT of these rows and its parameters, the values prepared as Django's compiler prepares them but
+    the statement's text cached by shape instead of compiled each time: compiling was a fifth of a single
+    publish's time, and preparing every value of every row half of a 500-subscription fan-out's Python time
+    (bench/RESULTS.md). Several rows go in through UNNEST (as Django's compiler does on PostgreSQL, to keep
+    the planning short), with a column that is the same in every row (the event of a fan-out, the tenant, the
+    defaults) as one parameter. Expressions and custom placeholders go through Django's compiler."""
     db = connections[DEFAULT_DB_ALIAS]  # once: each `connection.` goes through a thread-local proxy
-    if len(rows) == 1 and not any(getattr(field, "get_placeholder", None) for field in fields):
-        (row,) = rows
-        values = [field.pre_save(row, add=True) for field in fields]
-        if not any(hasattr(value, "resolve_expression") for value in values):
-            prepared = [
-                field.get_db_prep_save(value, connection=db) for field, value in zip(fields, values, strict=True)
-            ]
-            return _one_row_insert(model, tuple(fields)), prepared
+    if not any(getattr(field, "get_placeholder", None) for field in fields):
+        columns = [[field.pre_save(row, add=True) for row in rows] for field in fields]
+        if not any(hasattr(value, "resolve_expression") for column in columns for value in column):
+            if len(rows) == 1:
+                values = [
+                    field.get_db_prep_save(column[0], connection=db)
+                    for field, column in zip(fields, columns, strict=True)
+                ]
+                return _one_row_insert(model, tuple(fields)), values
+            varying = tuple(any(value != column[0] for value in column) for column in columns)
+            if any(varying):
+                constants, arrays = [], []
+                for field, column, varies in zip(fields, columns, varying, strict=True):
+                    if varies:
+                        arrays.append([field.get_db_prep_save(value, connection=db) for value in column])
+                    else:
+                        constants.append(field.get_db_prep_save(column[0], connection=db))
+                return _columns_insert(model, tuple(fields), varying), constants + arrays
     query = InsertQuery(model)
     query.insert_values(fields, rows)
     ((sql, sql_params),) = query.get_compiler(connection=db).as_sql()
@@ -78,3 +90,23 @@ def _one_row_insert(model: type[models.Model], fields: tuple[models.Field, ...])
     columns = ", ".join(db.ops.quote_name(field.column) for field in fields)
     placeholders = ", ".join(["%s"] * len(fields))
     return f"INSERT INTO {db.ops.quote_name(model._meta.db_table)} ({columns}) VALUES ({placeholders})"  # noqa: S608
+
+
+@lru_cache(maxsize=64)
+def _columns_insert(model: type[models.Model], fields: tuple[models.Field, ...], varying: tuple[bool, ...]) -> str:
+    """INSERT … SELECT: a constant column is one typed parameter, the others are arrays unnested side by side."""
+    db = connections[DEFAULT_DB_ALIAS]
+    names = ", ".join(db.ops.quote_name(field.column) for field in fields)
+    select = ", ".join(
+        f"u.c{n}" if varies else f"CAST(%s AS {field.db_type(db)})"
+        for n, (field, varies) in enumerate(zip(fields, varying, strict=True))
+    )
+    # As Django's own UNNEST: the arrays' types without their length, so nothing is cut to fit a cast.
+    arrays = ", ".join(
+        f"CAST(%s AS {field.db_type(db).split('(')[0]}[])"
+        for field, varies in zip(fields, varying, strict=True)
+        if varies
+    )
+    aliases = ", ".join(f"c{n}" for n, varies in enumerate(varying) if varies)
+    table = db.ops.quote_name(model._meta.db_table)
+    return f"INSERT INTO {table} ({names}) SELECT {select} FROM UNNEST({arrays}) AS u({aliases})"  # noqa: S608

@@ -72,3 +72,42 @@ def test_an_expression_value_is_compiled_by_django(alice, make_subscription):
     delivery.next_attempt_at = Now()
     insert_together([event], [delivery])
     assert Delivery.objects.get(pk=delivery.pk).next_attempt_at is not None
+
+
+def test_several_rows_are_written_as_djangos_compiler_would(alice, make_subscription):
+    """Several rows take the UNNEST text: columns the same in every row go in once, the others as arrays,
+    NULLs and JSON among both; every column lands as a bulk_create's would."""
+    first, second = make_subscription(alice), make_subscription(alice, url="https://hooks.example.com/two")
+    now = timezone.now()
+
+    def rows():
+        events = [Event(tenant=alice, type="invoice.paid", data={"n": n}, created_at=now) for n in range(3)]
+        deliveries = [
+            Delivery(tenant=alice, event=events[0], subscription=first, event_type="invoice.paid"),
+            Delivery(tenant=alice, event=events[1], subscription=second, event_type="invoice.paid", ordering_key="k"),
+            Delivery(tenant=alice, event=events[2], subscription=first, event_type="invoice.paid", position=3),
+        ]
+        for delivery in deliveries:
+            delivery.created_at = delivery.next_attempt_at = now
+        return events, deliveries
+
+    ours_events, ours = rows()
+    insert_together(ours_events, ours)
+    theirs_events, theirs = rows()
+    Event.objects.bulk_create(theirs_events)
+    Delivery.objects.bulk_create(theirs)
+    ignored = {"id", "event_id"}
+    for mine, twin in zip(ours, theirs, strict=True):
+        mine_row, twin_row = (Delivery.objects.values().get(pk=d.pk) for d in (mine, twin))
+        assert {k: v for k, v in mine_row.items() if k not in ignored} == {
+            k: v for k, v in twin_row.items() if k not in ignored
+        }
+    assert [Event.objects.get(pk=e.pk).data for e in ours_events] == [{"n": 0}, {"n": 1}, {"n": 2}]
+
+
+def test_a_json_value_shared_by_every_row_goes_in_once_and_intact(alice):
+    now = timezone.now()
+    data = {"nested": {"list": [1, 2.5, None, "x"]}, "unicode": "é✓"}
+    events = [Event(tenant=alice, type="invoice.paid", data=data, created_at=now) for _ in range(3)]
+    insert_together(events)
+    assert [Event.objects.get(pk=e.pk).data for e in events] == [data] * 3
