@@ -15,7 +15,7 @@ from typing import Any
 
 import jsonschema_rs
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from jsonschema import Draft202012Validator as MetaSchemaChecker
 from jsonschema.exceptions import SchemaError
 
@@ -127,15 +127,19 @@ def _clock_versions_and_subscriptions(
         )
         rows = cursor.fetchall()
     now, found, stamps = rows[0][:3]
+    db = connections[DEFAULT_DB_ALIAS]  # looked up once: a fan-out reads hundreds of rows
+    names = [field.attname for field in fields]
+    converters = [(n, field, field.get_db_converters(db)) for n, field in enumerate(fields)]
+    converters = [entry for entry in converters if entry[2]]
     subscriptions = []
     for row in rows:
         if row[3] is None:  # the LEFT JOIN's row when the tenant has none
             continue
         values = list(row[3:])
-        for index, field in enumerate(fields):
-            for convert in field.get_db_converters(connection):
-                values[index] = convert(values[index], field, connection)
-        subscriptions.append(Subscription.from_db(connection.alias, [f.attname for f in fields], values))
+        for index, field, functions in converters:
+            for convert in functions:
+                values[index] = convert(values[index], field, db)
+        subscriptions.append(Subscription.from_db(db.alias, names, values))
     return now, dict(zip(found or [], stamps or [], strict=True)), subscriptions
 
 
