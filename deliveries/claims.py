@@ -7,15 +7,15 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connection, connections, models, transaction
+from django.db import connection, transaction
 from django.db.models import F
 
 from core.clock import database_now
+from core.rows import row_builder
 from deliveries import ratelimit
 from deliveries.models import Attempt, Delivery, DeliveryStatus, Event, deliveries_set_each
 from deliveries.notices import health_record
@@ -224,9 +224,10 @@ def _start_attempts_at_once(delivery_ids: list[str], now: datetime, lease_end: d
     attempt_number_unique. Asked for any attempt of the delivery without a result, it scanned the whole
     attempts table in every claim whenever its statistics lagged (bench/RESULTS.md)."""
     kinds = (Delivery, Event, Subscription)
+    builders = [row_builder(model) for model in kinds]
     columns = [
-        [f"{alias}.{connection.ops.quote_name(f.column)}" for f in m._meta.concrete_fields]
-        for alias, m in zip(("claimed", "event", "subscription"), kinds, strict=True)
+        [f"{alias}.{connection.ops.quote_name(f.column)}" for f in fields]
+        for alias, (_, fields) in zip(("claimed", "event", "subscription"), builders, strict=True)
     ]
     delivery, attempt = Delivery._meta.db_table, Attempt._meta.db_table
     sql = f"""
@@ -253,13 +254,12 @@ def _start_attempts_at_once(delivery_ids: list[str], now: datetime, lease_end: d
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
-    builders = [_row_builder(model) for model in kinds]
     claimed = []
     for attempt_id, number, *values in rows:
         instances = []
-        for build, width in builders:
-            instances.append(build(values[:width]))
-            values = values[width:]
+        for build, fields in builders:
+            instances.append(build(values[: len(fields)]))
+            values = values[len(fields) :]
         delivery_row, event_row, subscription_row = instances
         delivery_row.event, delivery_row.subscription = event_row, subscription_row
         attempt_row = Attempt(id=attempt_id, delivery=delivery_row, number=number, started_at=now)
@@ -267,28 +267,6 @@ def _start_attempts_at_once(delivery_ids: list[str], now: datetime, lease_end: d
         claimed.append(Claimed(delivery_row, attempt_row, now))
     order = {delivery_id: n for n, delivery_id in enumerate(delivery_ids)}
     return sorted(claimed, key=lambda item: order[item.delivery.id])
-
-
-def _row_builder(model: type[models.Model]) -> tuple[Callable[[list], models.Model], int]:
-    """A function making a model instance from a raw row of its concrete columns, converted as a
-    queryset would, and that row's width. The converters are looked up once per claim, not per row."""
-    real = connections[DEFAULT_DB_ALIAS]  # the proxy `connection` costs a lookup per attribute
-    fields = model._meta.concrete_fields
-    names = [f.attname for f in fields]
-    converters = [
-        (n, f.cached_col, [*real.ops.get_db_converters(f.cached_col), *f.get_db_converters(real)])
-        for n, f in enumerate(fields)
-    ]
-    converters = [entry for entry in converters if entry[2]]
-
-    def build(values: list) -> models.Model:
-        values = list(values)
-        for n, column, functions in converters:
-            for convert in functions:
-                values[n] = convert(values[n], column, real)
-        return model.from_db(real.alias, names, values)
-
-    return build, len(fields)
 
 
 def _end_unsendable(decided: Triage, now: datetime) -> None:

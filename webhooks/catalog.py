@@ -15,11 +15,12 @@ from typing import Any
 
 import jsonschema_rs
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
+from django.db import connection, transaction
 from jsonschema import Draft202012Validator as MetaSchemaChecker
 from jsonschema.exceptions import SchemaError
 
 from core.clock import database_now
+from core.rows import row_builder
 from tenants.models import Tenant
 from webhooks.events import EVENT_NAME_RE, pattern_matches
 from webhooks.models import MATCHING_FIELDS, EventType, Subscription
@@ -112,8 +113,7 @@ def _clock_versions_and_subscriptions(
     if connection.vendor != "postgresql":
         now, versions = _clock_and_versions(names)
         return now, versions, list(Subscription.objects.live().for_tenant(tenant).only(*MATCHING_FIELDS))
-    # In the model's order: Model.from_db matches values to the fields it is given in that order.
-    fields = [field for field in Subscription._meta.concrete_fields if field.attname in MATCHING_FIELDS]
+    build, fields = row_builder(Subscription, MATCHING_FIELDS)
     columns = ", ".join(f"s.{connection.ops.quote_name(field.column)}" for field in fields)
     with connection.cursor() as cursor:
         # SubscriptionQuerySet.live() and for_tenant(), written out: a compiled queryset cost a publish more
@@ -127,19 +127,7 @@ def _clock_versions_and_subscriptions(
         )
         rows = cursor.fetchall()
     now, found, stamps = rows[0][:3]
-    db = connections[DEFAULT_DB_ALIAS]  # looked up once: a fan-out reads hundreds of rows
-    names = [field.attname for field in fields]
-    converters = [(n, field, field.get_db_converters(db)) for n, field in enumerate(fields)]
-    converters = [entry for entry in converters if entry[2]]
-    subscriptions = []
-    for row in rows:
-        if row[3] is None:  # the LEFT JOIN's row when the tenant has none
-            continue
-        values = list(row[3:])
-        for index, field, functions in converters:
-            for convert in functions:
-                values[index] = convert(values[index], field, db)
-        subscriptions.append(Subscription.from_db(db.alias, names, values))
+    subscriptions = [build(row[3:]) for row in rows if row[3] is not None]  # None: the LEFT JOIN's row alone
     return now, dict(zip(found or [], stamps or [], strict=True)), subscriptions
 
 
