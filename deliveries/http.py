@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import functools
 import ipaddress
 import os
 import socket
@@ -210,6 +211,10 @@ async def post_webhook(session: aiohttp.ClientSession, url: str, body: bytes, he
         return failed("invalid_url", f"Invalid URL: {exc}")
 
 
+# (url, body, headers) of one signed webhook
+Request = tuple[str, bytes, dict[str, str]]
+
+
 class Sender:
     """An event loop in a daemon thread with one aiohttp session (kept-alive connections)."""
 
@@ -241,7 +246,43 @@ class Sender:
             self.loop.call_soon_threadsafe(self.loop.stop)
 
     def submit(self, url: str, body: bytes, headers: dict[str, str]) -> concurrent.futures.Future[HttpResult]:
-        return asyncio.run_coroutine_threadsafe(post_webhook(self.session, url, body, headers), self.loop)
+        return self.submit_many([(url, body, headers)])[0]
+
+    def submit_many(self, requests: list[Request]) -> list[concurrent.futures.Future[HttpResult]]:
+        """Start these sends with one call into the loop's thread, not one each: every such call wakes the
+        loop through its self-pipe, a third of the calling thread's time per send when made one by one
+        (py-spy, bench/RESULTS.md). Each future settles as asyncio.run_coroutine_threadsafe's would:
+        cancelling it cancels its send."""
+        futures = [concurrent.futures.Future() for _ in requests]
+        coroutines = [post_webhook(self.session, url, body, headers) for url, body, headers in requests]
+        self.loop.call_soon_threadsafe(self._start, coroutines, futures)
+        return futures
+
+    def _start(self, coroutines: list, futures: list[concurrent.futures.Future]) -> None:
+        for coroutine, future in zip(coroutines, futures, strict=True):
+            if future.cancelled():
+                coroutine.close()
+                continue
+            task = self.loop.create_task(coroutine)
+            task.add_done_callback(functools.partial(_settle, future))
+            future.add_done_callback(functools.partial(_cancel_on_loop, self.loop, task))
+
+
+def _settle(future: concurrent.futures.Future, task: asyncio.Task) -> None:
+    """Hand a finished send's outcome to its future, unless the future was cancelled meanwhile."""
+    if not future.set_running_or_notify_cancel():
+        return
+    if task.cancelled():
+        future.set_exception(concurrent.futures.CancelledError())
+    elif (error := task.exception()) is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(task.result())
+
+
+def _cancel_on_loop(loop: asyncio.AbstractEventLoop, task: asyncio.Task, future: concurrent.futures.Future) -> None:
+    if future.cancelled() and not loop.is_closed():
+        loop.call_soon_threadsafe(task.cancel)
 
 
 _sender: Sender | None = None

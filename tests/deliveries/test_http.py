@@ -10,7 +10,7 @@ import pytest
 from deliveries import http
 from tests.support.canary import Canary
 from tests.support.processes import free_port
-from tests.support.receiver import Receiver
+from tests.support.receiver import Receiver, respond
 
 
 @pytest.fixture
@@ -155,3 +155,38 @@ def test_it_keeps_a_few_response_headers_lower_cased_capped_and_storable(allow_l
         "x-request-id": "r" * http.MAX_HEADER_CHARS,
     }
     assert result.body == "busy" and result.retry_after == 7
+
+
+def test_sends_started_together_each_settle_their_own_future(allow_loopback):
+    with Receiver() as receiver:
+        receiver.on("/gone", respond(410))
+        futures = http.sender().submit_many(
+            [
+                (receiver.url("/a"), b'{"n":1}', {}),
+                (receiver.url("/gone"), b'{"n":2}', {}),
+                (receiver.url("/b"), b"{}", {}),
+            ]
+        )
+        results = [future.result(timeout=10) for future in futures]
+    assert [result.status_code for result in results] == [200, 410, 200]
+    assert sorted(request.path for request in receiver.requests) == ["/a", "/b", "/gone"]
+
+
+def test_cancelling_a_started_send_closes_its_connection(allow_loopback, settings):
+    settings.ASIRI_DELIVERY_TIMEOUT = 60
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    try:
+        (future,) = http.sender().submit_many([(f"http://127.0.0.1:{listener.getsockname()[1]}/", b"{}", {})])
+        listener.settimeout(10)
+        connection, _ = listener.accept()
+        assert future.cancel()
+        # The request is abandoned, not left hanging until its timeout: the client end closes.
+        connection.settimeout(10)
+        while connection.recv(65536):
+            pass
+        connection.close()
+    finally:
+        listener.close()
+    assert future.cancelled()
