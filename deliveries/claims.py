@@ -222,12 +222,22 @@ def _start_attempts_at_once(delivery_ids: list[str], now: datetime, lease_end: d
     Only a delivery's latest attempt can lack a result (each claim marks the one before), so the cut-short
     attempt is looked up by its key, (delivery, number): the planner then always reads it through
     attempt_number_unique. Asked for any attempt of the delivery without a result, it scanned the whole
-    attempts table in every claim whenever its statistics lagged (bench/RESULTS.md)."""
-    kinds = (Delivery, Event, Subscription)
-    builders = [row_builder(model) for model in kinds]
-    columns = [
-        [f"{alias}.{connection.ops.quote_name(f.column)}" for f in fields]
-        for alias, (_, fields) in zip(("claimed", "event", "subscription"), builders, strict=True)
+    attempts table in every claim whenever its statistics lagged (bench/RESULTS.md).
+
+    Each event and subscription comes back once, on the first of its deliveries (the others read NULLs),
+    and is built once: a backlog's claim is a hundred deliveries to one subscription, a fan-out's a hundred
+    subscriptions of one event. With the two times this claim set itself left unread, and the instances made
+    as a queryset makes them, a claim's CPU in the worker fell by a quarter (bench/RESULTS.md)."""
+    builders = {model: row_builder(model) for model in (Delivery, Event, Subscription)}
+    columns = {
+        model: [f"{alias}.{connection.ops.quote_name(f.column)}" for f in fields]
+        for (model, (_, fields)), alias in zip(builders.items(), ("claimed", "event", "subscription"), strict=True)
+    }
+    # This claim set them, to `now` and `lease_end`: not read back, each a timestamp parsed in Python per row.
+    known = {"last_attempt_at": now, "next_attempt_at": lease_end}
+    columns[Delivery] = [
+        "NULL" if f.attname in known else column
+        for f, column in zip(builders[Delivery][1], columns[Delivery], strict=True)
     ]
     delivery, attempt = Delivery._meta.db_table, Attempt._meta.db_table
     sql = f"""
@@ -243,27 +253,64 @@ def _start_attempts_at_once(delivery_ids: list[str], now: datetime, lease_end: d
             INSERT INTO {attempt} (delivery_id, number, started_at, response_body, response_headers, error)
             SELECT id, attempt_count, %(now)s, '', '{{}}', '' FROM claimed
             RETURNING id, delivery_id, number
+        ), firsts AS (
+            SELECT id, row_number() OVER (PARTITION BY event_id ORDER BY id) = 1 AS first_of_event,
+                row_number() OVER (PARTITION BY subscription_id ORDER BY id) = 1 AS first_of_subscription
+            FROM claimed
         )
-        SELECT started.id, started.number, {", ".join(c for group in columns for c in group)}
+        SELECT started.id, started.number, {", ".join(c for group in columns.values() for c in group)}
         FROM claimed
         JOIN started ON started.delivery_id = claimed.id
-        JOIN {Event._meta.db_table} event ON event.id = claimed.event_id
-        JOIN {Subscription._meta.db_table} subscription ON subscription.id = claimed.subscription_id
+        JOIN firsts ON firsts.id = claimed.id
+        LEFT JOIN {Event._meta.db_table} event ON event.id = claimed.event_id AND firsts.first_of_event
+        LEFT JOIN {Subscription._meta.db_table} subscription
+            ON subscription.id = claimed.subscription_id AND firsts.first_of_subscription
     """  # noqa: S608 (table and column names are the models')
     params = {"ids": delivery_ids, "now": now, "lease_end": lease_end, "lost": LOST_ATTEMPT}
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
-    claimed = []
+    widths = [len(group) for group in columns.values()]
+    build_delivery, build_event, build_subscription = (build for build, _ in builders.values())
+    event_pk, subscription_pk = (
+        [f.primary_key for f in builders[model][1]].index(True) for model in (Event, Subscription)
+    )
+    split = []
+    events: dict[str, Event] = {}
+    subscriptions: dict[str, Subscription] = {}
     for attempt_id, number, *values in rows:
-        instances = []
-        for build, fields in builders:
-            instances.append(build(values[: len(fields)]))
-            values = values[len(fields) :]
-        delivery_row, event_row, subscription_row = instances
-        delivery_row.event, delivery_row.subscription = event_row, subscription_row
-        attempt_row = Attempt(id=attempt_id, delivery=delivery_row, number=number, started_at=now)
-        attempt_row._state.adding = False
+        delivery_values = values[: widths[0]]
+        event_values = values[widths[0] : widths[0] + widths[1]]
+        subscription_values = values[widths[0] + widths[1] :]
+        # A primary key of NULL: another row of this claim carries the event (or subscription).
+        if event_values[event_pk] is not None:
+            events[event_values[event_pk]] = build_event(event_values)
+        if subscription_values[subscription_pk] is not None:
+            subscriptions[subscription_values[subscription_pk]] = build_subscription(subscription_values)
+        split.append((attempt_id, number, delivery_values))
+    # Instances made as a queryset makes them, and related ones cached as select_related caches them:
+    # Model.__init__ with keywords, and the relation descriptors, cost more than the rest of a claim's Python.
+    event_cache, subscription_cache = Delivery.event.field, Delivery.subscription.field
+    attempt_delivery = Attempt.delivery.field
+    attempt_fields = Attempt._meta.concrete_fields
+    attempt_names = [f.attname for f in attempt_fields]
+    # As the statement inserted them; response_headers gets a dict of its own per attempt, below.
+    attempt_defaults = {**{f.attname: f.get_default() for f in attempt_fields}, "started_at": now}
+    claimed = []
+    for attempt_id, number, delivery_values in split:
+        delivery_row = build_delivery(delivery_values)
+        delivery_row.__dict__.update(known)
+        event_cache.set_cached_value(delivery_row, events[delivery_row.event_id])
+        subscription_cache.set_cached_value(delivery_row, subscriptions[delivery_row.subscription_id])
+        values = {
+            **attempt_defaults,
+            "id": attempt_id,
+            "delivery_id": delivery_row.id,
+            "number": number,
+            "response_headers": {},
+        }
+        attempt_row = Attempt.from_db(connection.alias, attempt_names, [values[name] for name in attempt_names])
+        attempt_delivery.set_cached_value(attempt_row, delivery_row)
         claimed.append(Claimed(delivery_row, attempt_row, now))
     order = {delivery_id: n for n, delivery_id in enumerate(delivery_ids)}
     return sorted(claimed, key=lambda item: order[item.delivery.id])

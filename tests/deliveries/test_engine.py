@@ -65,25 +65,42 @@ def test_the_attempt_is_logged_when_claimed_before_any_request(post_webhook, ali
     assert list(claimed.delivery.attempts.values_list("number", "duration_ms", "error")) == [(1, None, "")]
 
 
-def test_a_claim_returns_the_rows_as_the_orm_would_load_them(alice, make_subscription, publish):
-    """The claim builds its instances from one raw statement (deliveries.claims._start_attempts_at_once):
-    every field, JSON and times included, must read as a queryset would read it."""
+def test_a_claim_returns_the_rows_as_the_orm_would_load_them(
+    alice, make_subscription, publish, django_assert_num_queries
+):
+    """The claim builds its instances from one raw statement (deliveries.claims._start_attempts_at_once),
+    each event and subscription once however many of its deliveries it claims: every field, JSON and
+    times included, must read as a queryset would read it, and no relation may need a query later."""
     subscription = make_subscription(alice)
+    other = make_subscription(alice)
     Subscription.objects.filter(pk=subscription.pk).update(headers={"x-team": "billing"}, metadata={"k": "v"})
-    publish(data={"amount": 42, "nested": {"list": [1, "two"]}})
-    (claimed,) = engine.claim_due(limit=10)
-    loaded = Delivery.objects.select_related("event", "subscription").get(pk=claimed.delivery.pk)
-    for got, want in (
-        (claimed.delivery, loaded),
-        (claimed.delivery.event, loaded.event),
-        (claimed.delivery.subscription, loaded.subscription),
-    ):
-        for field in type(want)._meta.concrete_fields:
-            assert getattr(got, field.attname) == getattr(want, field.attname), field.name
-        assert not got._state.adding
-    assert claimed.delivery.event.data == {"amount": 42, "nested": {"list": [1, "two"]}}
-    assert claimed.delivery.subscription.headers == {"x-team": "billing"}
-    assert Attempt.objects.get(pk=claimed.attempt.pk).number == claimed.attempt.number == 1
+    publish(data={"amount": 42, "nested": {"list": [1, "two"]}})  # to both subscriptions
+    publish(data={"second": True})
+    claimed = engine.claim_due(limit=10)
+    assert len(claimed) == 4
+    for item in claimed:
+        loaded = Delivery.objects.select_related("event", "subscription").get(pk=item.delivery.pk)
+        attempt = Attempt.objects.get(pk=item.attempt.pk)
+        for got, want in (
+            (item.delivery, loaded),
+            (item.delivery.event, loaded.event),
+            (item.delivery.subscription, loaded.subscription),
+            (item.attempt, attempt),
+        ):
+            for field in type(want)._meta.concrete_fields:
+                assert getattr(got, field.attname) == getattr(want, field.attname), field.name
+            assert not got._state.adding
+        assert item.attempt.number == 1
+    with django_assert_num_queries(0):
+        events = {item.delivery.event.data.get("amount", "second") for item in claimed}
+        by_subscription = {item.delivery.subscription_id: item.delivery.subscription for item in claimed}
+        assert all(item.attempt.delivery is item.delivery for item in claimed)
+    assert events == {42, "second"}
+    assert by_subscription[subscription.pk].headers == {"x-team": "billing"}
+    assert set(by_subscription) == {subscription.pk, other.pk}
+    # One instance per event and per subscription, shared by its deliveries in the claim.
+    assert len({id(item.delivery.subscription) for item in claimed}) == 2
+    assert len({id(item.delivery.event) for item in claimed}) == 2
 
 
 def test_a_pump_waits_for_what_falls_due_in_a_moment_rather_than_stop(post_webhook, alice, make_subscription, publish):
