@@ -120,8 +120,7 @@ def claim_due(
     for subscription_id in [s for s, until in throttled.items() if until <= clock]:
         del throttled[subscription_id]
     with transaction.atomic():
-        _read_in_index_order()
-        now = database_now()
+        now = _read_in_index_order()
         lease_end = now + timedelta(seconds=settings.ASIRI_DELIVERY_LEASE)
         share = settings.ASIRI_SEND_CONCURRENCY_PER_ENDPOINT
         held_back = [subscription for subscription, n in busy.items() if n >= share] + list(throttled)
@@ -168,8 +167,9 @@ def claim_due(
         return _start_attempts(chosen, now, lease_end)
 
 
-def _read_in_index_order() -> None:
-    """For the rest of the claim's transaction, plan no bitmap or sequential scans, on PostgreSQL.
+def _read_in_index_order() -> datetime:
+    """For the rest of the claim's transaction, plan no bitmap or sequential scans, on PostgreSQL; returns
+    the database's clock, read in the same round trip.
 
     A claim wants the oldest few due rows: an index scan of delivery_due that stops at the limit is the
     right plan at any backlog. But the planner estimates how many rows are due from statistics, which lag
@@ -178,9 +178,14 @@ def _read_in_index_order() -> None:
     (auto_explain, bench/RESULTS.md). Every statement of a claim reads rows by an index, so no other plan
     changes.
     """
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off")
+    if connection.vendor != "postgresql":
+        return database_now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_seqscan', 'off', true), "
+            "statement_timestamp()"
+        )
+        return cursor.fetchone()[2]
 
 
 def seconds_until_due(*, within: float) -> float | None:

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Case, Value, When
+from django.db.models.expressions import RawSQL
 
 from core.clock import database_now
 from deliveries import http
@@ -19,6 +20,7 @@ from deliveries.metrics import count_outcomes
 from deliveries.models import Attempt, Delivery, DeliveryStatus
 from deliveries.notices import health_record
 from deliveries.retry import next_delay
+from webhooks.models import Subscription
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +74,11 @@ def record_outcomes(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStat
     if not outcomes:
         return PumpStats()
     try:
-        with transaction.atomic():
-            stats = _write_outcomes(outcomes)
+        if connection.vendor == "postgresql" and all(result.ok for _, result in outcomes):
+            stats = _write_successes_at_once(outcomes)
+        else:
+            with transaction.atomic():
+                stats = _write_outcomes(outcomes)
     except DatabaseError:
         logger.warning("writing %d outcomes at once failed; writing them one by one", len(outcomes), exc_info=True)
         stats = PumpStats()
@@ -183,6 +188,70 @@ def _write_outcomes(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStat
     for claimed, result in outcomes:
         _log_attempt(claimed, result)
     return stats
+
+
+def _write_successes_at_once(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStats:
+    """_write_outcomes for a batch where every endpoint answered 2xx, the usual one, in one statement that
+    needs no transaction of its own (data-modifying CTEs): the attempts, the deliveries, and which of the
+    endpoints' subscriptions are in a failing streak a success must end. The general path takes seven round
+    trips, with its transaction's BEGIN and COMMIT, for what this does in one.
+
+    Those subscriptions (few: only after failures) go through health_record as before, once the outcomes
+    are written: if the worker stops in between, the next success ends the streak.
+    """
+    attempt, delivery = Attempt._meta.db_table, Delivery._meta.db_table
+    # Test sends never change a subscription's health.
+    healthy = sorted({claimed.delivery.subscription_id for claimed, _ in outcomes if not claimed.delivery.is_test})
+    streaks, streak_params = (
+        Subscription.objects.filter(pk__in=RawSQL("SELECT unnest(CAST(%s AS text[]))", [healthy]))
+        .in_a_failing_streak()
+        .values_list("pk", flat=True)
+        .query.sql_with_params()
+    )
+    attempts = [claimed.attempt for claimed, _ in outcomes]
+    for claimed, result in outcomes:
+        claimed.attempt.duration_ms = result.duration_ms
+        claimed.attempt.response_status_code = result.status_code
+        claimed.attempt.response_body = result.body
+        claimed.attempt.response_headers = result.headers
+        claimed.attempt.error = ""
+    sql = f"""
+        WITH finished AS (
+            UPDATE {attempt} SET duration_ms = v.duration_ms, response_status_code = v.status_code,
+                response_body = v.body, response_headers = v.headers::jsonb, error = ''
+            FROM UNNEST(CAST(%s AS bigint[]), CAST(%s AS integer[]), CAST(%s AS integer[]), CAST(%s AS text[]),
+                CAST(%s AS text[])) AS v(id, duration_ms, status_code, body, headers)
+            WHERE {attempt}.id = v.id
+        ), succeeded AS (
+            UPDATE {delivery} SET status = '{DeliveryStatus.SUCCEEDED}', next_attempt_at = NULL,
+                failure_reason = '', response_status_code = v.status_code
+            FROM UNNEST(CAST(%s AS text[]), CAST(%s AS timestamptz[]), CAST(%s AS integer[]))
+                AS v(id, claimed_at, status_code)
+            -- Only while it still belongs to this claim: see _write_outcomes.
+            WHERE {delivery}.id = v.id AND {delivery}.last_attempt_at = v.claimed_at
+        )
+        {streaks}
+    """  # noqa: S608 (table names are the models'; the streak query is the ORM's)
+    params = [
+        [a.pk for a in attempts],
+        [a.duration_ms for a in attempts],
+        [a.response_status_code for a in attempts],
+        [a.response_body for a in attempts],
+        [json.dumps(a.response_headers) for a in attempts],
+        [claimed.delivery.id for claimed, _ in outcomes],
+        [claimed.claimed_at for claimed, _ in outcomes],
+        [result.status_code for _, result in outcomes],
+        *streak_params,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        in_a_streak = {row[0] for row in cursor.fetchall()}
+    if in_a_streak:
+        with transaction.atomic():
+            health_record(database_now(), healthy=in_a_streak, failing=set(), gone=set(), last_failures={})
+    for claimed, result in outcomes:
+        _log_attempt(claimed, result)
+    return PumpStats(sent=len(outcomes), succeeded=len(outcomes))
 
 
 def _schedule_retries(retries: list[tuple[Claimed, dict]]) -> None:

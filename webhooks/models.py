@@ -5,6 +5,7 @@ import secrets
 from datetime import datetime, timedelta
 
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
 
 from tenants.ids import new_id
@@ -32,6 +33,10 @@ class SubscriptionQuerySet(models.QuerySet):
 
     def live(self) -> SubscriptionQuerySet:
         return self.filter(deleted_at__isnull=True)
+
+    def in_a_failing_streak(self) -> SubscriptionQuerySet:
+        """Failing, or told the tenant it was: what a success has to end (services.subscriptions_record_health)."""
+        return self.filter(Q(failing_since__isnull=False) | Q(failing_notified_at__isnull=False))
 
     def receiving(self) -> SubscriptionQuerySet:
         return self.live().filter(active=True)

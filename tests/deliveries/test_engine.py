@@ -199,6 +199,49 @@ def test_a_stale_result_does_not_overwrite_a_newer_claim(alice, make_subscriptio
     assert Delivery.objects.get(pk=first.delivery.pk).status == DeliveryStatus.SUCCEEDED
 
 
+def test_a_batch_of_successes_is_written_in_one_statement(alice, make_subscription, publish, django_assert_num_queries):
+    """Every endpoint answered 2xx: attempts, deliveries and the failing-streak check go in one statement
+    (outcomes._write_successes_at_once), and read as the general path writes them."""
+    first, second = make_subscription(alice), make_subscription(alice)
+    publish()
+    publish()
+    claimed = engine.claim_due(limit=10)
+    assert len(claimed) == 4
+    answers = [
+        http.HttpResult(200 + n, 10 + n, body=f"ok {n}", headers={"x-request-id": f"r{n}"}) for n in range(len(claimed))
+    ]
+    with django_assert_num_queries(1):
+        stats = engine.record_outcomes(list(zip(claimed, answers, strict=True)))
+    assert (stats.sent, stats.succeeded, stats.failed, stats.retrying) == (4, 4, 0, 0)
+    for item, answer in zip(claimed, answers, strict=True):
+        delivery = Delivery.objects.get(pk=item.delivery.pk)
+        assert (delivery.status, delivery.response_status_code, delivery.next_attempt_at, delivery.failure_reason) == (
+            DeliveryStatus.SUCCEEDED,
+            answer.status_code,
+            None,
+            "",
+        )
+        attempt = Attempt.objects.get(pk=item.attempt.pk)
+        assert (attempt.duration_ms, attempt.response_status_code, attempt.response_body, attempt.error) == (
+            answer.duration_ms,
+            answer.status_code,
+            answer.body,
+            "",
+        )
+        assert attempt.response_headers == answer.headers
+    assert {item.delivery.subscription_id for item in claimed} == {first.pk, second.pk}
+
+
+def test_a_success_ends_a_failing_streak_when_written_with_others(alice, make_subscription, publish):
+    failing, healthy = make_subscription(alice), make_subscription(alice)
+    Subscription.objects.filter(pk=failing.pk).update(failing_since=timezone.now() - timedelta(hours=1))
+    publish()
+    engine.record_outcomes([(item, http.HttpResult(200, 5)) for item in engine.claim_due(limit=10)])
+    assert Subscription.objects.get(pk=failing.pk).failing_since is None
+    assert Subscription.objects.get(pk=healthy.pk).failing_since is None
+    assert set(Delivery.objects.values_list("status", flat=True)) == {DeliveryStatus.SUCCEEDED}
+
+
 def test_it_walks_the_default_schedule_then_fails(post_webhook, alice, make_subscription, publish, settings):
     settings.ASIRI_RETRY_SCHEDULE = DEFAULT_SCHEDULE
     make_subscription(alice)
