@@ -243,8 +243,19 @@ def _write_successes_at_once(outcomes: list[tuple[Claimed, http.HttpResult]]) ->
         [result.status_code for _, result in outcomes],
         *streak_params,
     ]
+    # Committed without waiting for the disk when the statement is its own transaction (it always is in a
+    # pump): PostgreSQL may lose its last fraction of a second of such commits if its host crashes, not a
+    # worker, and what it would lose is already safe. Each attempt row was written and flushed before its
+    # request was made (the claim commits synchronously), so a lost result leaves a leased attempt without
+    # one: when the lease runs out the next claim marks it cut short and sends the delivery again, as for a
+    # worker that died mid-send (at least once). WAL is written in order, so a later synchronous commit (a
+    # claim, a publish) makes every earlier one durable: nothing is claimed on the strength of a success that
+    # could still be lost. Waiting for the flush here cost the drain a seventh (bench/RESULTS.md).
+    asynchronous = not connection.in_atomic_block
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(("SET LOCAL synchronous_commit = off; " if asynchronous else "") + sql, params)
+        if asynchronous:
+            cursor.nextset()  # past SET's empty result; one simple query, so one implicit transaction
         in_a_streak = {row[0] for row in cursor.fetchall()}
     if in_a_streak:
         with transaction.atomic():

@@ -232,6 +232,40 @@ def test_a_batch_of_successes_is_written_in_one_statement(alice, make_subscripti
     assert {item.delivery.subscription_id for item in claimed} == {first.pk, second.pk}
 
 
+@pytest.mark.django_db(transaction=True)
+def test_only_a_pumps_own_batch_of_successes_commits_without_waiting_for_the_disk(alice, make_subscription):
+    """Its results can be lost only with PostgreSQL's host, and then the next claim marks the attempt cut short
+    and sends again (outcomes._write_successes_at_once); the claim that wrote the attempt first, and anything
+    published, wait for the disk as before."""
+    make_subscription(alice)
+    for n in range(2):
+        with transaction.atomic():
+            event_publish(tenant=alice, event_type="invoice.paid", data={"n": n})
+    statements = []
+
+    def record(execute, sql, params, many, context):
+        statements.append(sql)
+        return execute(sql, params, many, context)
+
+    (first,) = engine.claim_due(limit=1)
+    with connection.execute_wrapper(record):
+        engine.record_outcomes([(first, http.HttpResult(200, 5))])
+    (statement,) = statements
+    assert statement.startswith("SET LOCAL synchronous_commit = off; ")
+    assert Delivery.objects.get(pk=first.delivery.pk).status == DeliveryStatus.SUCCEEDED
+    assert Attempt.objects.get(pk=first.attempt.pk).response_status_code == 200
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"
+    # Inside a caller's transaction the setting would outlive the statement: it is not used there.
+    (second,) = engine.claim_due(limit=1)
+    statements.clear()
+    with transaction.atomic(), connection.execute_wrapper(record):
+        engine.record_outcomes([(second, http.HttpResult(200, 5))])
+    assert len(statements) == 1 and "synchronous_commit" not in statements[0]
+    assert Delivery.objects.get(pk=second.delivery.pk).status == DeliveryStatus.SUCCEEDED
+
+
 def test_a_success_ends_a_failing_streak_when_written_with_others(alice, make_subscription, publish):
     failing, healthy = make_subscription(alice), make_subscription(alice)
     Subscription.objects.filter(pk=failing.pk).update(failing_since=timezone.now() - timedelta(hours=1))
