@@ -4,11 +4,12 @@ that dies mid-send only delays its deliveries."""
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -17,7 +18,7 @@ from django.db.models import F
 from core.clock import database_now
 from core.rows import row_builder
 from deliveries import ratelimit
-from deliveries.models import Attempt, Delivery, DeliveryStatus, Event, deliveries_set_each
+from deliveries.models import Attempt, Delivery, DeliveryQuerySet, DeliveryStatus, Event, deliveries_set_each
 from deliveries.notices import health_record
 from webhooks.models import Subscription
 
@@ -129,19 +130,18 @@ def claim_due(
             # filtered on the due index, a held-back backlog would be read row by row in every claim.
             rows = _due_elsewhere(now, held_back, limit=limit, room=_room(busy, share))
         else:
-            candidates = Delivery.objects.sendable(now)
-            if held_back:
-                candidates = candidates.exclude(subscription_id__in=held_back)
-            if only_ids is not None:
-                candidates = candidates.filter(pk__in=only_ids)
             # As many rows as free slots: a row locked but not taken is one that other workers skip for
             # nothing (four per slot cost the drain a tenth: bench/RESULTS.md). An endpoint that
             # reaches its share among them is held back from the next claim, which goes past it.
-            rows = list(
-                candidates.order_by("next_attempt_at")
-                .select_for_update(skip_locked=True, of=("self",))
-                .values_list(*CANDIDATE_COLUMNS)[:limit]
-            )
+            if held_back or only_ids is not None:
+                candidates = Delivery.objects.sendable(now)
+                if held_back:
+                    candidates = candidates.exclude(subscription_id__in=held_back)
+                if only_ids is not None:
+                    candidates = candidates.filter(pk__in=only_ids)
+                rows = list(_oldest_first(candidates)[:limit])
+            else:
+                rows = _oldest_sendable(now, limit)
         decided = triage(rows, busy=busy, share=share, limit=limit)
         _end_unsendable(decided, now)
         picked = dict(decided.picked)
@@ -186,6 +186,38 @@ def _read_in_index_order() -> datetime:
             "statement_timestamp()"
         )
         return cursor.fetchone()[2]
+
+
+def _oldest_first(candidates: DeliveryQuerySet) -> DeliveryQuerySet:
+    return (
+        candidates.order_by("next_attempt_at")
+        .select_for_update(skip_locked=True, of=("self",))
+        .values_list(*CANDIDATE_COLUMNS)
+    )
+
+
+# Stands for a claim's `now` in the cached candidate query (_sendable_query): a value no clock gives.
+_NOW = datetime(2000, 1, 1, 0, 0, 0, 424242, tzinfo=UTC)
+
+
+def _oldest_sendable(now: datetime, limit: int) -> list[tuple]:
+    """Lock the `limit` oldest sendable deliveries (Delivery.objects.sendable); their CANDIDATE_COLUMNS."""
+    if connection.vendor != "postgresql":  # other backends turn the time into text before it could be swapped
+        return list(_oldest_first(Delivery.objects.sendable(now))[:limit])
+    sql, params = _sendable_query(limit)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [now if param == _NOW else param for param in params])
+        return cursor.fetchall()
+
+
+@functools.lru_cache(maxsize=256)
+def _sendable_query(limit: int) -> tuple[str, tuple]:
+    """The candidate query of a claim with nothing held back, compiled once per limit: building and compiling
+    the queryset for every claim took a tenth of a pump's CPU (py-spy, bench/RESULTS.md)."""
+    sql, params = _oldest_first(Delivery.objects.sendable(_NOW))[:limit].query.sql_with_params()
+    if sum(param == _NOW for param in params) != 1:
+        raise AssertionError("the candidate query must take the claim's time exactly once")
+    return sql, params
 
 
 def seconds_until_due(*, within: float) -> float | None:
@@ -249,7 +281,7 @@ def _start_attempts_at_once(delivery_ids: list[str], now: datetime, lease_end: d
         WITH claimed AS (
             UPDATE {delivery} SET attempt_count = attempt_count + 1, last_attempt_at = %(now)s,
                 next_attempt_at = %(lease_end)s
-            WHERE id = ANY(%(ids)s) RETURNING *
+            WHERE id = ANY(string_to_array(%(ids)s, ',')) RETURNING *
         ), cut_short AS (
             UPDATE {attempt} SET error = %(lost)s FROM claimed
             WHERE {attempt}.delivery_id = claimed.id AND {attempt}.number = claimed.attempt_count - 1
@@ -271,7 +303,8 @@ def _start_attempts_at_once(delivery_ids: list[str], now: datetime, lease_end: d
         LEFT JOIN {Subscription._meta.db_table} subscription
             ON subscription.id = claimed.subscription_id AND firsts.first_of_subscription
     """  # noqa: S608 (table and column names are the models')
-    params = {"ids": delivery_ids, "now": now, "lease_end": lease_end, "lost": LOST_ATTEMPT}
+    # The ids as one string (they never hold a comma): a list is quoted element by element in Python.
+    params = {"ids": ",".join(delivery_ids), "now": now, "lease_end": lease_end, "lost": LOST_ATTEMPT}
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()

@@ -3,6 +3,7 @@ and the subscription health that follows (webhooks.services decides what that do
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -190,6 +191,21 @@ def _write_outcomes(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStat
     return stats
 
 
+# Stands for the comma-separated subscription ids in the cached streak query.
+_HEALTHY = "healthy subscription ids"
+
+
+@functools.lru_cache(maxsize=1)
+def _streak_query() -> tuple[str, tuple]:
+    """Which of the given subscriptions are in a failing streak, as the ORM writes it, compiled once."""
+    return (
+        Subscription.objects.filter(pk__in=RawSQL("SELECT unnest(string_to_array(%s, ','))", [_HEALTHY]))
+        .in_a_failing_streak()
+        .values_list("pk", flat=True)
+        .query.sql_with_params()
+    )
+
+
 def _write_successes_at_once(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStats:
     """_write_outcomes for a batch where every endpoint answered 2xx, the usual one, in one statement that
     needs no transaction of its own (data-modifying CTEs): the attempts, the deliveries, and which of the
@@ -202,47 +218,47 @@ def _write_successes_at_once(outcomes: list[tuple[Claimed, http.HttpResult]]) ->
     attempt, delivery = Attempt._meta.db_table, Delivery._meta.db_table
     # Test sends never change a subscription's health.
     healthy = sorted({claimed.delivery.subscription_id for claimed, _ in outcomes if not claimed.delivery.is_test})
-    streaks, streak_params = (
-        Subscription.objects.filter(pk__in=RawSQL("SELECT unnest(CAST(%s AS text[]))", [healthy]))
-        .in_a_failing_streak()
-        .values_list("pk", flat=True)
-        .query.sql_with_params()
-    )
-    attempts = [claimed.attempt for claimed, _ in outcomes]
+    streaks, streak_params = _streak_query()
+    streak_params = [",".join(healthy) if param == _HEALTHY else param for param in streak_params]
     for claimed, result in outcomes:
         claimed.attempt.duration_ms = result.duration_ms
         claimed.attempt.response_status_code = result.status_code
         claimed.attempt.response_body = result.body
         claimed.attempt.response_headers = result.headers
         claimed.attempt.error = ""
+    # The batch as one JSON document: arrays, or a VALUES list, are quoted value by value in Python.
+    rows = json.dumps(
+        [
+            {
+                "attempt": claimed.attempt.pk,
+                "duration_ms": result.duration_ms,
+                "status_code": result.status_code,
+                "body": result.body,
+                "headers": result.headers,
+                "delivery": claimed.delivery.id,
+                "claimed_at": claimed.claimed_at.isoformat(),
+            }
+            for claimed, result in outcomes
+        ]
+    )
     sql = f"""
-        WITH finished AS (
-            UPDATE {attempt} SET duration_ms = v.duration_ms, response_status_code = v.status_code,
-                response_body = v.body, response_headers = v.headers::jsonb, error = ''
-            FROM UNNEST(CAST(%s AS bigint[]), CAST(%s AS integer[]), CAST(%s AS integer[]), CAST(%s AS text[]),
-                CAST(%s AS text[])) AS v(id, duration_ms, status_code, body, headers)
-            WHERE {attempt}.id = v.id
+        WITH batch AS (
+            SELECT * FROM jsonb_to_recordset(CAST(%s AS jsonb)) AS v(attempt bigint, duration_ms integer,
+                status_code integer, body text, headers jsonb, delivery text, claimed_at timestamptz)
+        ), finished AS (
+            UPDATE {attempt} SET duration_ms = batch.duration_ms, response_status_code = batch.status_code,
+                response_body = batch.body, response_headers = batch.headers, error = ''
+            FROM batch WHERE {attempt}.id = batch.attempt
         ), succeeded AS (
             UPDATE {delivery} SET status = '{DeliveryStatus.SUCCEEDED}', next_attempt_at = NULL,
-                failure_reason = '', response_status_code = v.status_code
-            FROM UNNEST(CAST(%s AS text[]), CAST(%s AS timestamptz[]), CAST(%s AS integer[]))
-                AS v(id, claimed_at, status_code)
+                failure_reason = '', response_status_code = batch.status_code
+            FROM batch
             -- Only while it still belongs to this claim: see _write_outcomes.
-            WHERE {delivery}.id = v.id AND {delivery}.last_attempt_at = v.claimed_at
+            WHERE {delivery}.id = batch.delivery AND {delivery}.last_attempt_at = batch.claimed_at
         )
         {streaks}
     """  # noqa: S608 (table names are the models'; the streak query is the ORM's)
-    params = [
-        [a.pk for a in attempts],
-        [a.duration_ms for a in attempts],
-        [a.response_status_code for a in attempts],
-        [a.response_body for a in attempts],
-        [json.dumps(a.response_headers) for a in attempts],
-        [claimed.delivery.id for claimed, _ in outcomes],
-        [claimed.claimed_at for claimed, _ in outcomes],
-        [result.status_code for _, result in outcomes],
-        *streak_params,
-    ]
+    params = [rows, *streak_params]
     # Committed without waiting for the disk when the statement is its own transaction (it always is in a
     # pump): PostgreSQL may lose its last fraction of a second of such commits if its host crashes, not a
     # worker, and what it would lose is already safe. Each attempt row was written and flushed before its

@@ -208,7 +208,8 @@ def test_a_batch_of_successes_is_written_in_one_statement(alice, make_subscripti
     claimed = engine.claim_due(limit=10)
     assert len(claimed) == 4
     answers = [
-        http.HttpResult(200 + n, 10 + n, body=f"ok {n}", headers={"x-request-id": f"r{n}"}) for n in range(len(claimed))
+        http.HttpResult(200 + n, 10 + n, body=f'ok {n}, "quoted" \\ é ☃ {{}}', headers={"x-request-id": f"r,{n}'"})
+        for n in range(len(claimed))
     ]
     with django_assert_num_queries(1):
         stats = engine.record_outcomes(list(zip(claimed, answers, strict=True)))
