@@ -41,7 +41,9 @@ CANDIDATE_COLUMNS = (
     "attempt_count",
     "series_start",
 )
-LOST_ATTEMPT = "No result recorded: the worker stopped during this attempt."
+# The worker died mid-send, or PostgreSQL's host crashed before a result committed without waiting for the
+# disk reached it (outcomes._write_successes_at_once): either way the request may have arrived.
+LOST_ATTEMPT = "No result was recorded for this attempt: the worker or the database stopped before saving it."
 
 
 @dataclass
