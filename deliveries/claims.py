@@ -16,6 +16,7 @@ from django.db import connection, transaction
 from django.db.models import F
 
 from core.clock import database_now
+from core.compiled import Compiled, compile_once
 from core.rows import row_builder
 from deliveries import ratelimit
 from deliveries.models import Attempt, Delivery, DeliveryQuerySet, DeliveryStatus, Event, deliveries_set_each
@@ -135,15 +136,7 @@ def claim_due(
             # As many rows as free slots: a row locked but not taken is one that other workers skip for
             # nothing (four per slot cost the drain a tenth: bench/RESULTS.md). An endpoint that
             # reaches its share among them is held back from the next claim, which goes past it.
-            if held_back or only_ids is not None:
-                candidates = Delivery.objects.sendable(now)
-                if held_back:
-                    candidates = candidates.exclude(subscription_id__in=held_back)
-                if only_ids is not None:
-                    candidates = candidates.filter(pk__in=only_ids)
-                rows = list(_oldest_first(candidates)[:limit])
-            else:
-                rows = _oldest_sendable(now, limit)
+            rows = _candidates(now, limit, held_back=held_back, only_ids=only_ids)
         decided = triage(rows, busy=busy, share=share, limit=limit)
         _end_unsendable(decided, now)
         picked = dict(decided.picked)
@@ -190,6 +183,26 @@ def _read_in_index_order() -> datetime:
         return cursor.fetchone()[2]
 
 
+# A claim's `now` in its compiled candidate query (_sendable_query), until bound: a time no clock gives.
+_NOW = datetime(2000, 1, 1, 0, 0, 0, 424242, tzinfo=UTC)
+
+
+def _candidates(now: datetime, limit: int, *, held_back: list[str], only_ids: list[str] | None) -> list[tuple]:
+    """Lock up to `limit` of the oldest sendable deliveries (Delivery.objects.sendable), outside `held_back`
+    and among `only_ids` if given; their CANDIDATE_COLUMNS."""
+    if held_back or only_ids is not None or connection.vendor != "postgresql":
+        candidates = Delivery.objects.sendable(now)
+        if held_back:
+            candidates = candidates.exclude(subscription_id__in=held_back)
+        if only_ids is not None:
+            candidates = candidates.filter(pk__in=only_ids)
+        return list(_oldest_first(candidates)[:limit])
+    query = _sendable_query(limit)
+    with connection.cursor() as cursor:
+        cursor.execute(query.sql, query.bind(now=now))
+        return cursor.fetchall()
+
+
 def _oldest_first(candidates: DeliveryQuerySet) -> DeliveryQuerySet:
     return (
         candidates.order_by("next_attempt_at")
@@ -198,28 +211,10 @@ def _oldest_first(candidates: DeliveryQuerySet) -> DeliveryQuerySet:
     )
 
 
-# Stands for a claim's `now` in the cached candidate query (_sendable_query): a value no clock gives.
-_NOW = datetime(2000, 1, 1, 0, 0, 0, 424242, tzinfo=UTC)
-
-
-def _oldest_sendable(now: datetime, limit: int) -> list[tuple]:
-    """Lock the `limit` oldest sendable deliveries (Delivery.objects.sendable); their CANDIDATE_COLUMNS."""
-    if connection.vendor != "postgresql":  # other backends turn the time into text before it could be swapped
-        return list(_oldest_first(Delivery.objects.sendable(now))[:limit])
-    sql, params = _sendable_query(limit)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [now if param == _NOW else param for param in params])
-        return cursor.fetchall()
-
-
 @functools.lru_cache(maxsize=256)
-def _sendable_query(limit: int) -> tuple[str, tuple]:
-    """The candidate query of a claim with nothing held back, compiled once per limit: building and compiling
-    the queryset for every claim took a tenth of a pump's CPU (py-spy, bench/RESULTS.md)."""
-    sql, params = _oldest_first(Delivery.objects.sendable(_NOW))[:limit].query.sql_with_params()
-    if sum(param == _NOW for param in params) != 1:
-        raise AssertionError("the candidate query must take the claim's time exactly once")
-    return sql, params
+def _sendable_query(limit: int) -> Compiled:
+    """The candidate query of a claim with nothing held back (the usual one), compiled once per limit."""
+    return compile_once(_oldest_first(Delivery.objects.sendable(_NOW))[:limit], now=_NOW)
 
 
 def seconds_until_due(*, within: float) -> float | None:

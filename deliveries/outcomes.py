@@ -15,6 +15,7 @@ from django.db.models import Case, Value, When
 from django.db.models.expressions import RawSQL
 
 from core.clock import database_now
+from core.compiled import Compiled, compile_once
 from deliveries import http
 from deliveries.claims import Claimed
 from deliveries.metrics import count_outcomes
@@ -120,6 +121,14 @@ def _write_alone(outcome: tuple[Claimed, http.HttpResult]) -> PumpStats:
     return PumpStats(sent=1, failed=1)
 
 
+def _take_result(attempt: Attempt, result: http.HttpResult) -> None:
+    attempt.duration_ms = result.duration_ms
+    attempt.response_status_code = result.status_code
+    attempt.response_body = result.body
+    attempt.response_headers = result.headers
+    attempt.error = "" if result.ok else describe_failure(result)
+
+
 def _write_outcomes(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStats:
     """Write attempts and delivery states in bulk, then act on what the endpoints said.
 
@@ -136,11 +145,7 @@ def _write_outcomes(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStat
     exhausted: dict[str, tuple[int | None, str]] = {}  # ran out of retries: the last status code and error
     for claimed, result in outcomes:
         attempt = claimed.attempt
-        attempt.duration_ms = result.duration_ms
-        attempt.response_status_code = result.status_code
-        attempt.response_body = result.body
-        attempt.response_headers = result.headers
-        attempt.error = "" if result.ok else describe_failure(result)
+        _take_result(attempt, result)
         attempts.append(attempt)
         delivery = claimed.delivery
         counted = not delivery.is_test  # test sends never change a subscription's health
@@ -191,18 +196,17 @@ def _write_outcomes(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStat
     return stats
 
 
-# Stands for the comma-separated subscription ids in the cached streak query.
+# The comma-separated subscription ids in the compiled streak query, until bound.
 _HEALTHY = "healthy subscription ids"
 
 
 @functools.lru_cache(maxsize=1)
-def _streak_query() -> tuple[str, tuple]:
+def _streak_query() -> Compiled:
     """Which of the given subscriptions are in a failing streak, as the ORM writes it, compiled once."""
-    return (
-        Subscription.objects.filter(pk__in=RawSQL("SELECT unnest(string_to_array(%s, ','))", [_HEALTHY]))
-        .in_a_failing_streak()
-        .values_list("pk", flat=True)
-        .query.sql_with_params()
+    healthy = RawSQL("SELECT unnest(string_to_array(%s, ','))", [_HEALTHY])
+    return compile_once(
+        Subscription.objects.filter(pk__in=healthy).in_a_failing_streak().values_list("pk", flat=True),
+        healthy=_HEALTHY,
     )
 
 
@@ -218,14 +222,9 @@ def _write_successes_at_once(outcomes: list[tuple[Claimed, http.HttpResult]]) ->
     attempt, delivery = Attempt._meta.db_table, Delivery._meta.db_table
     # Test sends never change a subscription's health.
     healthy = sorted({claimed.delivery.subscription_id for claimed, _ in outcomes if not claimed.delivery.is_test})
-    streaks, streak_params = _streak_query()
-    streak_params = [",".join(healthy) if param == _HEALTHY else param for param in streak_params]
+    streaks = _streak_query()
     for claimed, result in outcomes:
-        claimed.attempt.duration_ms = result.duration_ms
-        claimed.attempt.response_status_code = result.status_code
-        claimed.attempt.response_body = result.body
-        claimed.attempt.response_headers = result.headers
-        claimed.attempt.error = ""
+        _take_result(claimed.attempt, result)
     # The batch as one JSON document: arrays, or a VALUES list, are quoted value by value in Python.
     rows = json.dumps(
         [
@@ -256,9 +255,9 @@ def _write_successes_at_once(outcomes: list[tuple[Claimed, http.HttpResult]]) ->
             -- Only while it still belongs to this claim: see _write_outcomes.
             WHERE {delivery}.id = batch.delivery AND {delivery}.last_attempt_at = batch.claimed_at
         )
-        {streaks}
+        {streaks.sql}
     """  # noqa: S608 (table names are the models'; the streak query is the ORM's)
-    params = [rows, *streak_params]
+    params = [rows, *streaks.bind(healthy=",".join(healthy))]
     # Committed without waiting for the disk when the statement is its own transaction (it always is in a
     # pump): PostgreSQL may lose its last fraction of a second of such commits if its host crashes, not a
     # worker, and what it would lose is already safe. Each attempt row was written and flushed before its
