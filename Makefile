@@ -18,7 +18,7 @@ TEST_ENV := PATH="$(BIN):$$PATH" DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER
 UNIT_ENV := PATH="$(BIN):$$PATH" DATABASE_URL=sqlite://:memory: CELERY_BROKER_URL=memory:// DJANGO_DEBUG=0 \
 	DJANGO_SECRET_KEY=unit-tests-only-not-a-secret-0123456789abcdefghijklmnopqrstuvwxyz
 
-.PHONY: install run manage test test-unit fuzz lint services fmt clean bench bench-admin bench-recovery
+.PHONY: install run manage test test-unit fuzz lint services fmt clean bench bench-admin bench-recovery bench-cpu
 
 # The development set (the service's requirements, the test tools and honcho, which `make run` uses).
 $(STAMP): requirements.txt requirements-dev.txt
@@ -76,3 +76,6 @@ bench-admin: install services
 
 bench-recovery: install services
 	@PATH="$(BIN):$$PATH" $(BIN)/python bench/recovery.py
+
+bench-cpu: install services
+	@PATH="$(BIN):$$PATH" $(BIN)/python bench/cpu.py
