@@ -33,7 +33,8 @@ def compile_once(queryset: models.QuerySet, **stand_ins: Any) -> Compiled:
     sql, params = queryset.query.sql_with_params()
     slots = {}
     for name, stand_in in stand_ins.items():
-        places = [n for n, param in enumerate(params) if type(param) is type(stand_in) and param == stand_in]
+        # isinstance, not the type itself: on PostgreSQL Django hands an integer over as psycopg's Int4.
+        places = [n for n, param in enumerate(params) if isinstance(param, type(stand_in)) and param == stand_in]
         if len(places) != 1:
             raise ValueError(f"the stand-in for {name!r} is among the query's parameters {len(places)} times, not once")
         slots[name] = places[0]
