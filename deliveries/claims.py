@@ -5,6 +5,7 @@ that dies mid-send only delays its deliveries."""
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import time
 from collections import Counter
@@ -45,6 +46,9 @@ CANDIDATE_COLUMNS = (
 # The worker died mid-send, or PostgreSQL's host crashed before a result committed without waiting for the
 # disk reached it (outcomes._write_successes_at_once): either way the request may have arrived.
 LOST_ATTEMPT = "No result was recorded for this attempt: the worker or the database stopped before saving it."
+ORPHANED = "Stopped: its event no longer exists."
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -241,11 +245,29 @@ def _start_attempts(delivery_ids: list[str], now: datetime, lease_end: datetime)
     )
     # An attempt left without a result was cut short by a worker that died.
     Attempt.objects.filter(delivery_id__in=delivery_ids, duration_ms__isnull=True, error="").update(error=LOST_ATTEMPT)
+    # Joined: a delivery whose event is gone is left out here, and ended below.
     deliveries = list(Delivery.objects.filter(pk__in=delivery_ids).select_related("event", "subscription"))
     attempts = Attempt.objects.bulk_create(
         [Attempt(delivery=d, number=d.attempt_count, started_at=now) for d in deliveries]
     )
+    found = {d.id for d in deliveries}
+    _end_orphans([delivery_id for delivery_id in delivery_ids if delivery_id not in found])
     return [Claimed(d, a, now) for d, a in zip(deliveries, attempts, strict=True)]
+
+
+def _end_orphans(delivery_ids: list[str]) -> None:
+    """End, unsent, claimed deliveries whose event is gone, rather than fail every claim that takes them.
+
+    The database does not check Delivery.event (models.py says why) and nothing deletes an event that has
+    deliveries, so this is a safety net: a retention purge racing a recovery of events as old as the retention
+    period could leave one. Their just-started attempts say why no request was made."""
+    if not delivery_ids:
+        return
+    logger.error("deliveries %s: their event no longer exists; ended unsent", ", ".join(delivery_ids))
+    Attempt.objects.filter(delivery_id__in=delivery_ids, duration_ms__isnull=True, error="").update(error=ORPHANED)
+    Delivery.objects.filter(pk__in=delivery_ids).update(
+        status=DeliveryStatus.FAILED, next_attempt_at=None, failure_reason=ORPHANED
+    )
 
 
 def _start_attempts_at_once(delivery_ids: list[str], now: datetime, lease_end: datetime) -> list[Claimed]:
@@ -331,9 +353,12 @@ def _start_attempts_at_once(delivery_ids: list[str], now: datetime, lease_end: d
     attempt_names = [f.attname for f in attempt_fields]
     # As the statement inserted them; response_headers gets a dict of its own per attempt, below.
     attempt_defaults = {**{f.attname: f.get_default() for f in attempt_fields}, "started_at": now}
-    claimed = []
+    claimed, orphans = [], []
     for attempt_id, number, delivery_values in split:
         delivery_row = build_delivery(delivery_values)
+        if delivery_row.event_id not in events:
+            orphans.append(delivery_row.id)
+            continue
         delivery_row.__dict__.update(known)
         event_cache.set_cached_value(delivery_row, events[delivery_row.event_id])
         subscription_cache.set_cached_value(delivery_row, subscriptions[delivery_row.subscription_id])
@@ -347,6 +372,7 @@ def _start_attempts_at_once(delivery_ids: list[str], now: datetime, lease_end: d
         attempt_row = Attempt.from_db(connection.alias, attempt_names, [values[name] for name in attempt_names])
         attempt_delivery.set_cached_value(attempt_row, delivery_row)
         claimed.append(Claimed(delivery_row, attempt_row, now))
+    _end_orphans(orphans)
     order = {delivery_id: n for n, delivery_id in enumerate(delivery_ids)}
     return sorted(claimed, key=lambda item: order[item.delivery.id])
 

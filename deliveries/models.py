@@ -29,7 +29,9 @@ class EventQuerySet(models.QuerySet):
 
 class Event(models.Model):
     id = models.CharField(primary_key=True, max_length=40, default=new_event_id, editable=False)
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="events")
+    # No database constraint (see Delivery): the publish that inserts an event read its tenant, and a tenant
+    # goes only through Django's cascade, which takes its events with it.
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="events", db_constraint=False)
     type = models.CharField(max_length=200)
     data = models.JSONField(default=dict)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
@@ -128,11 +130,19 @@ class Delivery(models.Model):
     """One event on its way to one subscription. Its id is the receiver's `webhook-id`."""
 
     id = models.CharField(primary_key=True, max_length=40, default=new_delivery_id, editable=False)
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="deliveries")
+    # Only `subscription` is checked by the database. PostgreSQL checks a foreign key with a query of its own per
+    # row inserted (and locks the parent row): three per delivery and one per event and attempt were half of a
+    # publish's database time and a sixth of a drain's (bench/RESULTS.md). The others hold by construction:
+    # a delivery is inserted in the statement that inserts its event, for a subscription of the event's tenant
+    # that the checked reference keeps alive, and an attempt in the statement that updates its delivery; the
+    # parents are deleted only by Django's cascade and the retention purge, children first.
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="deliveries", db_constraint=False)
     # Indexed below without Django's varchar_pattern_ops copies (no LIKE ever reads an id): each index is
     # written on every claim and every outcome, since both move next_attempt_at. The subscription's
     # lookups and cascades use delivery_log, which starts with it.
-    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="deliveries", db_index=False)
+    event = models.ForeignKey(
+        Event, on_delete=models.CASCADE, related_name="deliveries", db_index=False, db_constraint=False
+    )
     subscription = models.ForeignKey(Subscription, on_delete=models.CASCADE, related_name="deliveries", db_index=False)
     event_type = models.CharField(max_length=200)  # copied from the event: filters need no join
     status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
@@ -224,7 +234,10 @@ class Attempt(models.Model):
     """One HTTP request for a delivery, written before the request is made."""
 
     # attempt_number_unique (delivery, number) is its index.
-    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempts", db_index=False)
+    # Unchecked by the database, as Delivery.event is: a claim inserts it in the statement that updates its delivery.
+    delivery = models.ForeignKey(
+        Delivery, on_delete=models.CASCADE, related_name="attempts", db_index=False, db_constraint=False
+    )
     number = models.PositiveIntegerField()
     started_at = models.DateTimeField(default=timezone.now)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import Counter
@@ -101,6 +102,23 @@ def test_a_claim_returns_the_rows_as_the_orm_would_load_them(
     # One instance per event and per subscription, shared by its deliveries in the claim.
     assert len({id(item.delivery.subscription) for item in claimed}) == 2
     assert len({id(item.delivery.event) for item in claimed}) == 2
+
+
+def test_a_claimed_delivery_whose_event_is_gone_ends_unsent_and_the_rest_go(alice, make_subscription, publish, caplog):
+    """The database does not check Delivery.event (deliveries/models.py says why): should a delivery ever
+    lose its event, the claim ends it with the reason instead of failing every claim that takes it."""
+    make_subscription(alice)
+    lost, kept = publish(), publish()
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM deliveries_event WHERE id = %s", [lost.id])
+    with caplog.at_level(logging.ERROR, logger="deliveries.claims"):
+        claimed = engine.claim_due(limit=10)
+    assert [item.delivery.event_id for item in claimed] == [kept.id]
+    orphan = Delivery.objects.get(event_id=lost.id)
+    assert (orphan.status, orphan.next_attempt_at, orphan.failure_reason) == ("failed", None, claims.ORPHANED)
+    assert list(orphan.attempts.values_list("number", "error")) == [(1, claims.ORPHANED)]
+    assert orphan.id in caplog.text
+    assert engine.claim_due(limit=10) == []
 
 
 def test_a_pump_waits_for_what_falls_due_in_a_moment_rather_than_stop(post_webhook, alice, make_subscription, publish):

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.db import connection
 from django.utils import timezone
 
 from deliveries.models import Attempt, Delivery, Event, Recovery
@@ -57,3 +58,28 @@ def test_recoveries_go_with_the_history_they_describe(alice, make_subscription, 
     )
     deliveries_purge_expired()
     assert list(Recovery.objects.values_list("id", flat=True)) == [recent.id]
+
+
+def test_deleting_a_tenant_takes_its_events_deliveries_and_attempts(alice, charlie, make_subscription):
+    """The database does not check these rows' references to their tenant, event or delivery
+    (deliveries/models.py): Django's cascade is what must take them with their tenant."""
+    add(make_subscription(alice), age_days=1)
+    kept = add(make_subscription(charlie), age_days=1)
+    alice.delete()
+    assert list(Event.objects.values_list("tenant_id", flat=True)) == [charlie.id]
+    assert list(Delivery.objects.values_list("tenant_id", flat=True)) == [charlie.id]
+    assert list(Attempt.objects.values_list("delivery_id", flat=True)) == [kept.id]
+
+
+def test_the_database_checks_only_a_deliverys_subscription_among_the_engines_references(db):
+    """PostgreSQL checks a foreign key with a query per row written: the engine's busiest rows keep only the
+    reference that can race a deletion (a publish reads live subscriptions before it inserts)."""
+    tables = [model._meta.db_table for model in (Event, Delivery, Attempt)]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """SELECT conrelid::regclass::text, a.attname FROM pg_constraint c
+            JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY(c.conkey)
+            WHERE c.contype = 'f' AND conrelid::regclass::text = ANY(%s)""",
+            [tables],
+        )
+        assert cursor.fetchall() == [(Delivery._meta.db_table, "subscription_id")]
