@@ -18,7 +18,7 @@ from django.db.models import F
 
 from core.clock import database_now
 from core.compiled import Compiled, compile_once
-from core.rows import row_builder
+from core.rows import loaded, row_builder
 from deliveries import ratelimit
 from deliveries.models import Attempt, Delivery, DeliveryQuerySet, DeliveryStatus, Event, deliveries_set_each
 from deliveries.notices import health_record
@@ -345,14 +345,12 @@ def _start_attempts_at_once(delivery_ids: list[str], now: datetime, lease_end: d
         if subscription_values[subscription_pk] is not None:
             subscriptions[subscription_values[subscription_pk]] = build_subscription(subscription_values)
         split.append((attempt_id, number, delivery_values))
-    # Instances made as a queryset makes them, and related ones cached as select_related caches them:
-    # Model.__init__ with keywords, and the relation descriptors, cost more than the rest of a claim's Python.
+    # Instances equal to a queryset's (core.rows), related ones cached as select_related caches them:
+    # Model.__init__ and the relation descriptors cost more than the rest of a claim's Python.
     event_cache, subscription_cache = Delivery.event.field, Delivery.subscription.field
     attempt_delivery = Attempt.delivery.field
-    attempt_fields = Attempt._meta.concrete_fields
-    attempt_names = [f.attname for f in attempt_fields]
     # As the statement inserted them; response_headers gets a dict of its own per attempt, below.
-    attempt_defaults = {**{f.attname: f.get_default() for f in attempt_fields}, "started_at": now}
+    attempt_defaults = {**{f.attname: f.get_default() for f in Attempt._meta.concrete_fields}, "started_at": now}
     claimed, orphans = [], []
     for attempt_id, number, delivery_values in split:
         delivery_row = build_delivery(delivery_values)
@@ -369,7 +367,7 @@ def _start_attempts_at_once(delivery_ids: list[str], now: datetime, lease_end: d
             "number": number,
             "response_headers": {},
         }
-        attempt_row = Attempt.from_db(connection.alias, attempt_names, [values[name] for name in attempt_names])
+        attempt_row = loaded(Attempt, values.items())
         attempt_delivery.set_cached_value(attempt_row, delivery_row)
         claimed.append(Claimed(delivery_row, attempt_row, now))
     _end_orphans(orphans)

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from core.bulk import insert_together, inserts_are_one_statement
 from core.clock import database_now
+from core.rows import unsaved_copy
 from deliveries import wakeups
 from deliveries.metrics import count_dispatcher_run
 from deliveries.models import (
@@ -30,6 +31,7 @@ from deliveries.models import (
     Pulse,
     Recovery,
     SkipReason,
+    new_delivery_id,
     next_positions,
 )
 from deliveries.recovery import RECOVER, recoveries_to_wake
@@ -147,23 +149,22 @@ def _publish(
     for event in fresh:
         event.delivery_count = 0
         envelope = {"type": event.type, "data": event.data}
+        # Each delivery a copy of one per event: a fan-out makes hundreds (core.rows).
+        template = Delivery(
+            tenant_id=tenant.pk,
+            event_id=event.pk,
+            event_type=event.type,
+            created_at=now,
+            next_attempt_at=now,
+            ordering_key=event.ordering_key,
+        )
         for subscription in wanting[event.type]:
             reason = _skip_reason(subscription, about_subscription_id, envelope)
             if reason is not None:
                 skips.append(EventSkip(event=event, subscription=subscription, reason=reason))
                 continue
             event.delivery_count += 1
-            deliveries.append(
-                Delivery(
-                    tenant=tenant,
-                    event=event,
-                    subscription=subscription,
-                    event_type=event.type,
-                    created_at=now,
-                    next_attempt_at=now,
-                    ordering_key=event.ordering_key,
-                )
-            )
+            deliveries.append(unsaved_copy(template, {"id": new_delivery_id(), "subscription_id": subscription.pk}))
     ordered = [d for d in deliveries if d.ordering_key is not None]
     for delivery, position in zip(ordered, next_positions(len(ordered)), strict=True):
         delivery.position = position
