@@ -225,7 +225,11 @@ def _write_successes_at_once(outcomes: list[tuple[Claimed, http.HttpResult]]) ->
     streaks = _streak_query()
     for claimed, result in outcomes:
         _take_result(claimed.attempt, result)
-    # The batch as one JSON document: arrays, or a VALUES list, are quoted value by value in Python.
+    # The batch as one JSON document: arrays, or a VALUES list, are quoted value by value in Python. The
+    # planner guesses a hundred rows from any jsonb_to_recordset, and joined on that guess it read the whole
+    # attempts table for every batch while it held fewer than some tens of thousands of rows (a fifth of
+    # PostgreSQL's time in a drain, perf: bench/RESULTS.md). `= ANY(ARRAY(SELECT …))` makes each UPDATE look its
+    # rows up in the primary key, whatever the table's size or statistics.
     rows = json.dumps(
         [
             {
@@ -248,12 +252,14 @@ def _write_successes_at_once(outcomes: list[tuple[Claimed, http.HttpResult]]) ->
             UPDATE {attempt} SET duration_ms = batch.duration_ms, response_status_code = batch.status_code,
                 response_body = batch.body, response_headers = batch.headers, error = ''
             FROM batch WHERE {attempt}.id = batch.attempt
+                AND {attempt}.id = ANY(ARRAY(SELECT attempt FROM batch))
         ), succeeded AS (
             UPDATE {delivery} SET status = '{DeliveryStatus.SUCCEEDED}', next_attempt_at = NULL,
                 failure_reason = '', response_status_code = batch.status_code
             FROM batch
             -- Only while it still belongs to this claim: see _write_outcomes.
             WHERE {delivery}.id = batch.delivery AND {delivery}.last_attempt_at = batch.claimed_at
+                AND {delivery}.id = ANY(ARRAY(SELECT delivery FROM batch))
         )
         {streaks.sql}
     """  # noqa: S608 (table names are the models'; the streak query is the ORM's)
