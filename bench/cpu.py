@@ -87,9 +87,15 @@ def main() -> None:
     ]
     if not busy:
         raise SystemExit("no drain seen: the workers never used half a core")
-    before, after = samples[busy[0] - 1][1], samples[busy[-1]][1]
+    before = samples[busy[0] - 1][1]
+    # Each thread's last reading in the window: a PostgreSQL backend (or a pool process) that ends before
+    # the drain does keeps what it used. Reading only the window's last sample dropped them, so the
+    # PostgreSQL figure came out at a third of itself in some runs and whole in others.
+    last: dict[tuple[str, str, str], float] = {}
+    for _, at in samples[busy[0] : busy[-1] + 1]:
+        last.update(at)
     used: dict[str, float] = {}
-    for key, seconds in after.items():
+    for key, seconds in last.items():
         used[key[0]] = used.get(key[0], 0.0) + seconds - before.get(key, 0.0)
     per_delivery = {name: seconds / args.events * 1000 for name, seconds in sorted(used.items())}
     print(
