@@ -251,7 +251,12 @@ def _start_attempts(delivery_ids: list[str], now: datetime, lease_end: datetime)
         [Attempt(delivery=d, number=d.attempt_count, started_at=now) for d in deliveries]
     )
     found = {d.id for d in deliveries}
-    _end_orphans([delivery_id for delivery_id in delivery_ids if delivery_id not in found])
+    orphans = Delivery.objects.filter(pk__in=[i for i in delivery_ids if i not in found]).values_list(
+        "pk", "attempt_count"
+    )
+    # Their attempts too, as the one statement on PostgreSQL writes them, for _end_orphans to say why.
+    Attempt.objects.bulk_create([Attempt(delivery_id=pk, number=count, started_at=now) for pk, count in orphans])
+    _end_orphans([pk for pk, _ in orphans])
     return [Claimed(d, a, now) for d, a in zip(deliveries, attempts, strict=True)]
 
 

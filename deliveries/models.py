@@ -29,8 +29,7 @@ class EventQuerySet(models.QuerySet):
 
 class Event(models.Model):
     id = models.CharField(primary_key=True, max_length=40, default=new_event_id, editable=False)
-    # No database constraint (see Delivery): the publish that inserts an event read its tenant, and a tenant
-    # goes only through Django's cascade, which takes its events with it.
+    # Not checked by the database: see Delivery.
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="events", db_constraint=False)
     type = models.CharField(max_length=200)
     data = models.JSONField(default=dict)
@@ -132,10 +131,8 @@ class Delivery(models.Model):
     id = models.CharField(primary_key=True, max_length=40, default=new_delivery_id, editable=False)
     # Only `subscription` is checked by the database. PostgreSQL checks a foreign key with a query of its own per
     # row inserted (and locks the parent row): three per delivery and one per event and attempt were half of a
-    # publish's database time and a sixth of a drain's (bench/RESULTS.md). The others hold by construction:
-    # a delivery is inserted in the statement that inserts its event, for a subscription of the event's tenant
-    # that the checked reference keeps alive, and an attempt in the statement that updates its delivery; the
-    # parents are deleted only by Django's cascade and the retention purge, children first.
+    # publish's database time and a sixth of a drain's (bench/RESULTS.md). How the others are kept without:
+    # docs/architecture.md, "References the database does not check"; claims._end_orphans is the safety net.
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="deliveries", db_constraint=False)
     # Indexed below without Django's varchar_pattern_ops copies (no LIKE ever reads an id): each index is
     # written on every claim and every outcome, since both move next_attempt_at. The subscription's
@@ -234,7 +231,7 @@ class Attempt(models.Model):
     """One HTTP request for a delivery, written before the request is made."""
 
     # attempt_number_unique (delivery, number) is its index.
-    # Unchecked by the database, as Delivery.event is: a claim inserts it in the statement that updates its delivery.
+    # Not checked by the database, as Delivery.event is not: a claim inserts it beside its locked delivery.
     delivery = models.ForeignKey(
         Delivery, on_delete=models.CASCADE, related_name="attempts", db_index=False, db_constraint=False
     )

@@ -375,11 +375,19 @@ def deliveries_purge_expired(*, days: int | None = None, batch: int = PURGE_BATC
     cutoff = timezone.now() - timedelta(days=settings.ASIRI_RETENTION_DAYS if days is None else days)
     removed = 0
     while True:
-        ids = list(Delivery.objects.filter(created_at__lt=cutoff).values_list("pk", flat=True)[:batch])
-        if not ids:
-            break
-        Attempt.objects.filter(delivery_id__in=ids).delete()
-        removed += Delivery.objects.filter(pk__in=ids).delete()[0]
+        # Locked first, as a claim locks what it takes: a claim cannot add an attempt to a delivery between
+        # the deletes of its attempts and of itself (the database does not check Attempt.delivery), and a
+        # delivery a claim holds is left for the next purge.
+        with transaction.atomic():
+            ids = list(
+                Delivery.objects.filter(created_at__lt=cutoff)
+                .select_for_update(skip_locked=True)
+                .values_list("pk", flat=True)[:batch]
+            )
+            if not ids:
+                break
+            Attempt.objects.filter(delivery_id__in=ids).delete()
+            removed += Delivery.objects.filter(pk__in=ids).delete()[0]
     while True:
         ids = list(
             Event.objects.filter(created_at__lt=cutoff, deliveries__isnull=True).values_list("pk", flat=True)[:batch]

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
-from django.db import connection
+import pytest
+from django.db import connection, transaction
 from django.utils import timezone
 
 from deliveries.models import Attempt, Delivery, Event, Recovery
@@ -58,6 +60,35 @@ def test_recoveries_go_with_the_history_they_describe(alice, make_subscription, 
     )
     deliveries_purge_expired()
     assert list(Recovery.objects.values_list("id", flat=True)) == [recent.id]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_purge_leaves_a_delivery_a_claim_holds_to_the_next_purge(alice, make_subscription, settings):
+    """The database does not check Attempt.delivery: a claim holding an old delivery could otherwise add its
+    attempt between the purge's delete of the delivery's attempts and of the delivery, and leave it behind."""
+    settings.ASIRI_RETENTION_DAYS = 30
+    subscription = make_subscription(alice)
+    held, _ = add(subscription, age_days=31), add(subscription, age_days=31)
+    locked, release = threading.Event(), threading.Event()
+
+    def claim_holds_it() -> None:
+        with transaction.atomic():
+            list(Delivery.objects.select_for_update().filter(pk=held.pk))
+            locked.set()
+            release.wait(10)
+        connection.close()
+
+    claim = threading.Thread(target=claim_holds_it)
+    claim.start()
+    assert locked.wait(10)
+    try:
+        assert deliveries_purge_expired() == 1  # without waiting for the claim
+    finally:
+        release.set()
+        claim.join()
+    assert list(Delivery.objects.values_list("id", flat=True)) == [held.id]
+    assert list(Attempt.objects.values_list("delivery_id", flat=True)) == [held.id]
+    assert deliveries_purge_expired() == 1 and not Attempt.objects.exists()
 
 
 def test_deleting_a_tenant_takes_its_events_deliveries_and_attempts(alice, charlie, make_subscription):
