@@ -214,6 +214,13 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": ASIRI_DISPATCH_INTERVAL,
         "options": {"expires": max(ASIRI_DISPATCH_INTERVAL, 5.0)},
     },
+    # A safety net, not the usual way (docs/architecture.md, "Per-key ordering"): an ordered delivery that
+    # waits on a predecessor which ended while it was being published.
+    "release-waiting-deliveries": {
+        "task": "deliveries.tasks.release_waiting",
+        "schedule": 10.0,
+        "options": {"expires": 10.0},
+    },
     "purge-expired-history": {
         "task": "deliveries.tasks.purge_expired",
         "schedule": 3600.0,

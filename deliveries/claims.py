@@ -20,7 +20,16 @@ from core.clock import database_now
 from core.compiled import Compiled, compile_once
 from core.rows import loaded, row_builder
 from deliveries import ratelimit
-from deliveries.models import Attempt, Delivery, DeliveryQuerySet, DeliveryStatus, Event, deliveries_set_each
+from deliveries.models import (
+    Attempt,
+    Delivery,
+    DeliveryQuerySet,
+    DeliveryStatus,
+    Event,
+    deliveries_release_next,
+    deliveries_set_each,
+    delivery_keys,
+)
 from deliveries.notices import health_record
 from webhooks.models import Subscription
 
@@ -270,9 +279,16 @@ def _end_orphans(delivery_ids: list[str]) -> None:
         return
     logger.error("deliveries %s: their event no longer exists; ended unsent", ", ".join(delivery_ids))
     Attempt.objects.filter(delivery_id__in=delivery_ids, duration_ms__isnull=True, error="").update(error=ORPHANED)
+    _end(delivery_ids, ORPHANED)
+
+
+def _end(delivery_ids: list[str], reason: str) -> None:
+    """End these deliveries unsent, and let the next of each ordering key among them go."""
+    keys = delivery_keys(delivery_ids)
     Delivery.objects.filter(pk__in=delivery_ids).update(
-        status=DeliveryStatus.FAILED, next_attempt_at=None, failure_reason=ORPHANED
+        status=DeliveryStatus.FAILED, next_attempt_at=None, failure_reason=reason
     )
+    deliveries_release_next(keys, database_now())
 
 
 def _start_attempts_at_once(delivery_ids: list[str], now: datetime, lease_end: datetime) -> list[Claimed]:
@@ -384,9 +400,7 @@ def _end_unsendable(decided: Triage, now: datetime) -> None:
     if decided.exhausted:
         most_attempts = len(settings.ASIRI_RETRY_SCHEDULE) + 1
         reason = f"Gave up: no outcome was recorded for {most_attempts} attempts."
-        Delivery.objects.filter(pk__in=decided.exhausted).update(
-            status=DeliveryStatus.FAILED, next_attempt_at=None, failure_reason=reason
-        )
+        _end(decided.exhausted, reason)
         # Its retries are used up: in a subscription's failing streak, that is the streak's notice.
         # Not a failure of the endpoint's own, though, so it starts no streak.
         streaks = Delivery.objects.filter(
@@ -397,9 +411,7 @@ def _end_unsendable(decided: Triage, now: datetime) -> None:
             health_record(now, healthy=set(), failing=set(last_failures), gone=set(), last_failures=last_failures)
     for subscription_id, delivery_ids in decided.stopped.items():
         subscription = Subscription.objects.get(pk=subscription_id)
-        Delivery.objects.filter(pk__in=delivery_ids).update(
-            status=DeliveryStatus.FAILED, next_attempt_at=None, failure_reason=f"Stopped: {subscription.stop_reason}"
-        )
+        _end(delivery_ids, f"Stopped: {subscription.stop_reason}")
 
 
 def _within_rate_limits(

@@ -74,7 +74,7 @@ def failing_now() -> list[dict]:
     """
     deliveries = Delivery.objects.filter(subscription=OuterRef("pk"))
     last_failure = deliveries.filter(is_test=False).exclude(failure_reason="").order_by("-created_at")
-    waiting = deliveries.in_flight().order_by().values("subscription").annotate(n=Count("next_attempt_at")).values("n")
+    waiting = deliveries.in_flight().order_by().values("subscription").annotate(n=Count("*")).values("n")
     return list(
         Subscription.objects.live()
         .filter(failing_since__isnull=False)

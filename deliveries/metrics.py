@@ -96,12 +96,13 @@ class BacklogCollector(Collector):
             return
         backlog = GaugeMetricFamily(
             "asiri_deliveries_backlog",
-            "Deliveries not finished yet: due (to be sent now) or scheduled (waiting for a retry, or being sent). "
-            "Their sum is everything unsent.",
+            "Deliveries not finished yet: due (to be sent now), scheduled (waiting for a retry, or being sent) or "
+            "waiting (behind an unfinished delivery of their ordering key). Their sum is everything unsent.",
             labels=["state"],
         )
         backlog.add_metric(["due"], row["due"])
         backlog.add_metric(["scheduled"], row["scheduled"])
+        backlog.add_metric(["waiting"], row["waiting"])
         yield backlog
         yield GaugeMetricFamily(
             "asiri_oldest_due_delivery_age_seconds",

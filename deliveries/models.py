@@ -114,11 +114,12 @@ class DeliveryQuerySet(models.QuerySet):
 
     def backlog(self, now: datetime) -> dict:
         """Unfinished deliveries, in one query the `delivery_due` partial index answers: how many
-        are due, how many scheduled later, and how long the oldest due one has waited (None if none)."""
-        # count(next_attempt_at) rather than count(*): only the indexed column is read.
+        are due, how many scheduled later, how many wait on an earlier delivery of their ordering key,
+        and how long the oldest due one has waited (None if none)."""
         row = self.in_flight().aggregate(
             due=models.Count("next_attempt_at", filter=models.Q(next_attempt_at__lte=now)),
             scheduled=models.Count("next_attempt_at", filter=models.Q(next_attempt_at__gt=now)),
+            waiting=models.Count(models.Value(1), filter=models.Q(next_attempt_at__isnull=True)),
             oldest_due=models.Min("next_attempt_at", filter=models.Q(next_attempt_at__lte=now)),
         )
         oldest = row.pop("oldest_due")
@@ -355,3 +356,132 @@ class Recovery(models.Model):
 
     def __str__(self) -> str:
         return self.id
+
+
+# --- Ordered deliveries that wait (docs/architecture.md, "Per-key ordering") -----------------------------
+# A delivery behind an unfinished one of its (subscription, ordering key) waits with no next_attempt_at: it is
+# not due, so no claim reads it. Left due, every claim walked all of a key's followers before anything else
+# while its head was retrying (a claim took 16 ms beside 0 and 122 ms beside 20,000: bench/RESULTS.md). The
+# claim still checks the key's order (DeliveryQuerySet.sendable); waiting only keeps followers out of its way.
+
+
+def _ahead_in_key() -> Exists:
+    return Exists(
+        Delivery.objects.in_flight().filter(
+            subscription_id=OuterRef("subscription_id"),
+            ordering_key=OuterRef("ordering_key"),
+            position__lt=OuterRef("position"),
+        )
+    )
+
+
+def deliveries_keys_in_flight(keys: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of these (subscription, ordering key) pairs have a delivery in flight."""
+    if not keys:
+        return set()
+    subscriptions, ordering_keys = zip(*keys, strict=True)
+    found = (
+        Delivery.objects.in_flight()
+        .filter(subscription_id__in=set(subscriptions), ordering_key__in=set(ordering_keys))
+        .values_list("subscription_id", "ordering_key")
+        .distinct()
+    )
+    return set(found) & keys
+
+
+def deliveries_wait_behind(delivery_ids: list[str]) -> int:
+    """Of these in-flight deliveries, make those behind an unfinished one of their key wait (not due)."""
+    return (
+        Delivery.objects.filter(pk__in=delivery_ids, ordering_key__isnull=False)
+        .in_flight()
+        .filter(_ahead_in_key())
+        .update(next_attempt_at=None)
+    )
+
+
+def deliveries_release_next(keys: set[tuple[str, str]], now: datetime) -> int:
+    """For each (subscription, ordering key), make its first delivery in flight due now if it waits.
+
+    Called once a delivery of the key ended, in the same transaction (the one that ended is no longer first).
+    """
+    if not keys:
+        return 0
+    table = Delivery._meta.db_table
+    if connection.vendor == "postgresql":
+        subscriptions, ordering_keys = zip(*keys, strict=True)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""
+                UPDATE {table} SET next_attempt_at = %(now)s
+                WHERE id IN (
+                    SELECT (SELECT first.id FROM {table} AS first
+                            WHERE first.subscription_id = key.subscription_id AND first.ordering_key = key.name
+                                AND first.status IN ('pending', 'retrying')
+                            ORDER BY first.position LIMIT 1)
+                    FROM unnest(%(subscriptions)s::text[], %(names)s::text[]) AS key(subscription_id, name)
+                ) AND next_attempt_at IS NULL AND status IN ('pending', 'retrying')
+                """,  # noqa: S608 (the table name is the model's)
+                {"now": now, "subscriptions": list(subscriptions), "names": list(ordering_keys)},
+            )
+            return cursor.rowcount
+    firsts = [
+        Delivery.objects.in_flight()
+        .filter(subscription_id=subscription_id, ordering_key=ordering_key)
+        .order_by("position")
+        .values_list("pk", flat=True)
+        .first()
+        for subscription_id, ordering_key in keys
+    ]
+    return (
+        Delivery.objects.in_flight()
+        .filter(pk__in=[pk for pk in firsts if pk is not None], next_attempt_at__isnull=True)
+        .update(next_attempt_at=now)
+    )
+
+
+def deliveries_release_stranded(now: datetime) -> int:
+    """Make due every waiting delivery with nothing unfinished ahead of it in its key.
+
+    The dispatcher's safety net: a publish decides that a delivery waits on what it reads before it commits,
+    so a predecessor ending in between releases nothing, and the follower would wait for ever.
+    """
+    if connection.vendor != "postgresql":
+        waiting = Delivery.objects.in_flight().filter(next_attempt_at__isnull=True, ordering_key__isnull=False)
+        return waiting.exclude(_ahead_in_key()).update(next_attempt_at=now)
+    # The first delivery in flight of each key, one descent of delivery_ordered_in_flight per key (a skip
+    # scan): the work grows with the keys in flight, not with how many deliveries wait in each. Asked as
+    # "waiting, with nothing in flight ahead", the planner compared every waiting row of a key with every
+    # other, 20 s for one key of 20,000.
+    table, in_flight = Delivery._meta.db_table, "status IN ('pending', 'retrying') AND ordering_key IS NOT NULL"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH RECURSIVE firsts AS (
+                (SELECT id, subscription_id, ordering_key, next_attempt_at FROM {table} WHERE {in_flight}
+                 ORDER BY subscription_id, ordering_key, position LIMIT 1)
+                UNION ALL
+                SELECT following.* FROM firsts CROSS JOIN LATERAL (
+                    SELECT id, subscription_id, ordering_key, next_attempt_at FROM {table}
+                    WHERE {in_flight}
+                        AND (subscription_id, ordering_key) > (firsts.subscription_id, firsts.ordering_key)
+                    ORDER BY subscription_id, ordering_key, position LIMIT 1
+                ) AS following
+            )
+            UPDATE {table} SET next_attempt_at = %s
+            WHERE id IN (SELECT id FROM firsts WHERE next_attempt_at IS NULL)
+                AND next_attempt_at IS NULL AND status IN ('pending', 'retrying')
+            """,  # noqa: S608 (the table name is the model's)
+            [now],
+        )
+        return cursor.rowcount
+
+
+def delivery_keys(delivery_ids: list[str]) -> set[tuple[str, str]]:
+    """The (subscription, ordering key) pairs of these deliveries, the ordered ones."""
+    if not delivery_ids:
+        return set()
+    return set(
+        Delivery.objects.filter(pk__in=delivery_ids, ordering_key__isnull=False).values_list(
+            "subscription_id", "ordering_key"
+        )
+    )

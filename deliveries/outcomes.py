@@ -19,7 +19,7 @@ from core.compiled import Compiled, compile_once
 from deliveries import http
 from deliveries.claims import Claimed
 from deliveries.metrics import count_outcomes
-from deliveries.models import Attempt, Delivery, DeliveryStatus
+from deliveries.models import Attempt, Delivery, DeliveryStatus, deliveries_release_next
 from deliveries.notices import health_record
 from deliveries.retry import next_delay
 from webhooks.models import Subscription
@@ -112,9 +112,11 @@ def _write_alone(outcome: tuple[Claimed, http.HttpResult]) -> PumpStats:
     )
     try:
         with transaction.atomic():
-            Delivery.objects.filter(pk=claimed.delivery.pk, last_attempt_at=claimed.claimed_at).update(
+            ended = Delivery.objects.filter(pk=claimed.delivery.pk, last_attempt_at=claimed.claimed_at).update(
                 status=DeliveryStatus.FAILED, next_attempt_at=None, failure_reason=reason
             )
+            if ended and claimed.delivery.ordering_key is not None:
+                deliveries_release_next({_key(claimed.delivery)}, database_now())
     except DatabaseError:
         # Nothing more can be done from here: its lease runs out and the claim's triage ends it.
         logger.exception("delivery %s: could not be ended either", claimed.delivery.id)
@@ -143,6 +145,7 @@ def _write_outcomes(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStat
     retries: list[tuple[Claimed, dict]] = []
     healthy, failing, gone = set(), set(), set()
     exhausted: dict[str, tuple[int | None, str]] = {}  # ran out of retries: the last status code and error
+    ended_keys: set[tuple[str, str]] = set()  # ordering keys whose head ended: their next one goes
     for claimed, result in outcomes:
         attempt = claimed.attempt
         _take_result(attempt, result)
@@ -182,6 +185,8 @@ def _write_outcomes(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStat
         retry_at = values.pop("next_attempt_at")
         if retry_at is None:
             values["next_attempt_at"] = None
+            if delivery.ordering_key is not None:
+                ended_keys.add(_key(delivery))
             grouped.setdefault((claimed.claimed_at, *sorted(values.items())), []).append(delivery.id)
         else:
             retries.append((claimed, {**values, "next_attempt_at": retry_at}))
@@ -190,10 +195,15 @@ def _write_outcomes(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStat
     for (claimed_at, *items), ids in grouped.items():
         Delivery.objects.filter(pk__in=ids, last_attempt_at=claimed_at).update(**dict(items))
     _schedule_retries(retries)
+    deliveries_release_next(ended_keys, now)
     health_record(now, healthy=healthy, failing=failing, gone=gone, last_failures=exhausted)
     for claimed, result in outcomes:
         _log_attempt(claimed, result)
     return stats
+
+
+def _key(delivery: Delivery) -> tuple[str, str]:
+    return (delivery.subscription_id, delivery.ordering_key)
 
 
 # The comma-separated subscription ids in the compiled streak query, until bound.
@@ -244,6 +254,23 @@ def _write_successes_at_once(outcomes: list[tuple[Claimed, http.HttpResult]]) ->
             for claimed, result in outcomes
         ]
     )
+    released = ")"
+    if any(claimed.delivery.ordering_key is not None for claimed, _ in outcomes):
+        # The next delivery of each ordered key that ended, if it waits (deliveries_release_next). Read in the
+        # statement's snapshot, where the ended one is still in flight: hence "after its position".
+        released = f"""RETURNING {delivery}.subscription_id, {delivery}.ordering_key, {delivery}.position
+        ), released AS (
+            UPDATE {delivery} SET next_attempt_at = statement_timestamp()
+            WHERE {delivery}.id IN (
+                SELECT (SELECT follower.id FROM {delivery} AS follower
+                        WHERE follower.subscription_id = succeeded.subscription_id
+                            AND follower.ordering_key = succeeded.ordering_key
+                            AND follower.position > succeeded.position
+                            AND follower.status IN ('pending', 'retrying')
+                        ORDER BY follower.position LIMIT 1)
+                FROM succeeded WHERE succeeded.ordering_key IS NOT NULL
+            ) AND {delivery}.next_attempt_at IS NULL AND {delivery}.status IN ('pending', 'retrying')
+        )"""  # noqa: S608 (the table name is the model's)
     sql = f"""
         WITH batch AS (
             SELECT * FROM jsonb_to_recordset(CAST(%s AS jsonb)) AS v(attempt bigint, duration_ms integer,
@@ -260,7 +287,7 @@ def _write_successes_at_once(outcomes: list[tuple[Claimed, http.HttpResult]]) ->
             -- Only while it still belongs to this claim: see _write_outcomes.
             WHERE {delivery}.id = batch.delivery AND {delivery}.last_attempt_at = batch.claimed_at
                 AND {delivery}.id = ANY(ARRAY(SELECT delivery FROM batch))
-        )
+            {released}
         {streaks.sql}
     """  # noqa: S608 (table names are the models'; the streak query is the ORM's)
     params = [rows, *streaks.bind(healthy=",".join(healthy))]

@@ -26,6 +26,7 @@ from deliveries.models import (
     Recovery,
     RecoveryStatus,
     deliveries_set_each,
+    deliveries_wait_behind,
     next_positions,
 )
 from webhooks.events import OPERATIONAL_PREFIX, RESERVED_PREFIXES
@@ -172,6 +173,7 @@ def _redeliver_failed(recovery: Recovery, now: datetime) -> int:
             )
             positions = list(zip(ordered, next_positions(len(ordered)), strict=True))
             deliveries_set_each("position", "bigint", positions, in_flight_only=False)
+            deliveries_wait_behind(ordered)
             Recovery.objects.filter(pk=recovery.pk).update(redelivered=F("redelivered") + restarted)
         total += restarted
 
@@ -238,7 +240,7 @@ def _create_missed(recovery: Recovery, now: datetime) -> int:
         with transaction.atomic():
             positions = iter(next_positions(sum(1 for row in wanted if row[3] is not None)))
             # Created at the event's time, so recovering the same range later finds them if they fail.
-            Delivery.objects.bulk_create(
+            created = Delivery.objects.bulk_create(
                 Delivery(
                     tenant_id=subscription.tenant_id,
                     event_id=event_id,
@@ -251,6 +253,7 @@ def _create_missed(recovery: Recovery, now: datetime) -> int:
                 )
                 for event_id, event_type, created_at, ordering_key, _ in wanted
             )
+            deliveries_wait_behind([d.pk for d in created if d.ordering_key is not None])
             Recovery.objects.filter(pk=recovery.pk).update(recovered_missed=F("recovered_missed") + len(wanted))
         total += len(wanted)
         if len(batch) < RECOVERY_BATCH:

@@ -31,6 +31,8 @@ from deliveries.models import (
     Pulse,
     Recovery,
     SkipReason,
+    deliveries_keys_in_flight,
+    deliveries_wait_behind,
     new_delivery_id,
     next_positions,
 )
@@ -168,6 +170,13 @@ def _publish(
     ordered = [d for d in deliveries if d.ordering_key is not None]
     for delivery, position in zip(ordered, next_positions(len(ordered)), strict=True):
         delivery.position = position
+    # Behind an unfinished delivery of its key (in the table, or earlier in this call), a delivery waits.
+    busy = deliveries_keys_in_flight({(d.subscription_id, d.ordering_key) for d in ordered})
+    for delivery in ordered:
+        key = (delivery.subscription_id, delivery.ordering_key)
+        if key in busy:
+            delivery.next_attempt_at = None
+        busy.add(key)
     insert_together(fresh, skips, deliveries)
     if deliveries:
         wakeups.wake_after_commit(math.ceil(len(deliveries) / settings.ASIRI_SEND_CONCURRENCY))
@@ -288,6 +297,7 @@ def delivery_redeliver(*, delivery: Delivery, wake: bool = True) -> Delivery:
                 failure_reason="",
                 **({"position": next_positions(1)[0]} if current.ordering_key is not None else {}),
             )
+            deliveries_wait_behind([delivery.pk])
         else:
             restarted = _delivery_attempt_now(current, now)
         if not restarted:

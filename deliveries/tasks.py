@@ -2,8 +2,10 @@
 
 from celery import shared_task
 
+from core.clock import database_now
 from deliveries import shutdown, wakeups
 from deliveries.engine import pump, send_now
+from deliveries.models import deliveries_release_stranded
 from deliveries.recovery import recovery_run
 from deliveries.services import deliveries_dispatch, deliveries_purge_expired
 
@@ -26,6 +28,11 @@ def deliver_now(delivery_ids: list[str]) -> str:
 @shared_task(ignore_result=True)
 def dispatch() -> str:
     return f"{deliveries_dispatch()} due"
+
+
+@shared_task(ignore_result=True)
+def release_waiting() -> str:
+    return f"released {deliveries_release_stranded(database_now())} waiting deliveries"
 
 
 @shared_task(ignore_result=True)

@@ -8,8 +8,9 @@ from collections import Counter, defaultdict
 
 import pytest
 
+from core.clock import database_now
 from deliveries import engine, http
-from deliveries.models import Delivery, DeliveryStatus
+from deliveries.models import Delivery, DeliveryStatus, deliveries_release_stranded
 from deliveries.services import NewEvent, delivery_redeliver, event_publish, event_publish_many
 from tests.support import receiver as rx
 from tests.support.factories import make_due
@@ -89,7 +90,74 @@ def test_a_redelivery_goes_to_the_end_of_its_key(alice, make_subscription, publi
     second = publish(1, key="k")
     with django_capture_on_commit_callbacks(execute=False):
         delivery_redeliver(delivery=Delivery.objects.get(pk=first))
+    assert Delivery.objects.get(pk=first).next_attempt_at is None  # it waits behind `second`
     assert claimed_ids() == [second]  # published before the redelivery: it goes first
+
+
+def due_ids() -> set[str]:
+    return set(Delivery.objects.due(database_now()).values_list("pk", flat=True))
+
+
+def test_a_follower_waits_without_a_time_so_no_claim_reads_it(alice, make_subscription, publish, settings):
+    settings.ASIRI_RETRY_SCHEDULE = (3600,)
+    make_subscription(alice)
+    first, second = publish(0, key="k"), publish(1, key="k")
+    loose = publish(2)
+    assert due_ids() == {first, loose}
+    assert Delivery.objects.get(pk=second).next_attempt_at is None
+    (head, other) = engine.claim_due(limit=50)
+    engine.record_outcomes([(head, http.HttpResult(500, 3)), (other, http.HttpResult(200, 3))])
+    # Behind a head waiting out its retry: published now, it waits too.
+    third = publish(3, key="k")
+    assert due_ids() == set() and Delivery.objects.filter(pk__in=[second, third], next_attempt_at=None).count() == 2
+    assert Delivery.objects.backlog(database_now()) | {"oldest_due_seconds": None} == {
+        "due": 0,
+        "scheduled": 1,
+        "waiting": 2,
+        "oldest_due_seconds": None,
+    }
+
+
+@pytest.mark.parametrize("answer", [200, 500], ids=["succeeded", "failed"])
+@pytest.mark.parametrize("batch", ["alone", "beside a failure"])
+def test_a_head_that_ends_makes_the_next_one_due_and_only_it(
+    alice, make_subscription, publish, settings, answer, batch
+):
+    """Alone, a success is written by the one-statement path; beside a failure, by the general one."""
+    settings.ASIRI_RETRY_SCHEDULE = ()  # a failure ends the delivery
+    make_subscription(alice)
+    _first, second, third = (publish(n, key="k") for n in range(3))
+    other = publish(3, key="other")
+    head, *rest = sorted(engine.claim_due(limit=50), key=lambda c: c.delivery.id != _first)
+    assert [c.delivery.id for c in rest] == [other]
+    outcomes = [(head, http.HttpResult(answer, 3))]
+    if batch == "beside a failure":
+        outcomes.append((rest[0], http.HttpResult(503, 3)))
+    engine.record_outcomes(outcomes)
+    assert due_ids() == {second}
+    assert Delivery.objects.get(pk=third).next_attempt_at is None
+
+
+def test_a_head_ended_unsent_makes_the_next_one_due(alice, make_subscription, publish, settings):
+    settings.ASIRI_RETRY_SCHEDULE = ()
+    make_subscription(alice)
+    first, second = publish(0, key="k"), publish(1, key="k")
+    Delivery.objects.filter(pk=first).update(attempt_count=1)  # every attempt made, none recorded
+    assert claimed_ids() == []
+    assert Delivery.objects.get(pk=first).failure_reason.startswith("Gave up")
+    assert claimed_ids() == [second]
+
+
+def test_the_safety_net_makes_due_a_follower_whose_head_ended_unnoticed(alice, make_subscription, publish):
+    make_subscription(alice)
+    first, second, third = (publish(n, key="k") for n in range(3))
+    other_first, other_second = publish(3, key="other"), publish(4, key="other")
+    # As if the head ended between a publish's reading of the key and its commit: nothing released the next.
+    Delivery.objects.filter(pk=first).update(status=DeliveryStatus.SUCCEEDED, next_attempt_at=None)
+    assert due_ids() == {other_first}
+    assert deliveries_release_stranded(database_now()) == 1
+    assert due_ids() == {second, other_first}
+    assert Delivery.objects.filter(pk__in=[third, other_second], next_attempt_at=None).count() == 2
 
 
 def test_the_log_says_what_an_ordered_delivery_waits_on(api, alice, make_subscription, publish):

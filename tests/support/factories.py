@@ -39,7 +39,7 @@ def add_deliveries(
 
 def make_due(delivery_ids=None) -> None:
     """Let time pass: whatever is scheduled is due now."""
-    rows = Delivery.objects.in_flight()
+    rows = Delivery.objects.in_flight().filter(next_attempt_at__isnull=False)  # not those waiting on a key's head
     if delivery_ids is not None:
         rows = rows.filter(pk__in=delivery_ids)
     rows.update(next_attempt_at=timezone.now() - timedelta(milliseconds=1))
