@@ -157,6 +157,8 @@ class DeliveryAdmin(admin.ModelAdmin):
         "created_at",
         "last_attempt_at",
         "next_attempt_at",
+        "ordering_key",
+        "waiting_on",
         "payload",
     )
     readonly_fields = fields
@@ -192,6 +194,17 @@ class DeliveryAdmin(admin.ModelAdmin):
         # Admin URLs escape "_" and what follows it (admin's quote()): never build them by hand.
         link = reverse("admin:webhooks_subscription_change", args=[quote(delivery.subscription_id)])
         return format_html('<a href="{}">{}</a> → {}', link, delivery.subscription_id, delivery.subscription.url)
+
+    @admin.display(description="waiting on")
+    def waiting_on(self, delivery: Delivery):
+        """For an ordered delivery in flight, the unfinished one before it in its key: why it is not sent yet."""
+        if delivery.ordering_key is None or delivery.is_final:
+            return "-"
+        ahead = Delivery.objects.filter(pk=delivery.pk).with_waiting_on().values_list("waiting_on", flat=True)[0]
+        if ahead is None:
+            return "nothing: it is the first of its ordering key"
+        link = reverse("admin:deliveries_delivery_change", args=[quote(ahead)])
+        return format_html('<a href="{}">{}</a>, which must succeed or fail first', link, ahead)
 
     @admin.display(description="event payload")
     def payload(self, delivery: Delivery):

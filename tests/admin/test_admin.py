@@ -298,3 +298,20 @@ def test_the_subscription_page_shows_its_payload_filter(support_client, alice, m
     assert "&quot;$gte&quot;: 100" in page
     page = support_client.get(f"/admin/webhooks/subscription/{unfiltered.id}/change/").content.decode()
     assert "every event of its types" in page
+
+
+def test_support_sees_which_delivery_an_ordered_one_waits_on(
+    support_client, alice, make_subscription, django_capture_on_commit_callbacks
+):
+    make_subscription(alice)
+    with django_capture_on_commit_callbacks(execute=False):
+        first, second = (
+            event_publish(tenant=alice, event_type="invoice.paid", data={"n": n}, ordering_key="order-7")
+            for n in range(2)
+        )
+    head, follower = (Delivery.objects.get(event=event) for event in (first, second))
+    page = support_client.get(f"/admin/deliveries/delivery/{quote(follower.pk)}/change/").content.decode()
+    assert "order-7" in page
+    assert f'<a href="/admin/deliveries/delivery/{quote(head.pk)}/change/">{head.pk}</a>, which must succeed' in page
+    page = support_client.get(f"/admin/deliveries/delivery/{quote(head.pk)}/change/").content.decode()
+    assert "nothing: it is the first of its ordering key" in page
