@@ -312,11 +312,12 @@ def queue_backlog(tenant, subscription, count: int, keys: int = 0) -> list[str]:
                 event=e,
                 subscription=subscription,
                 event_type=e.type,
-                next_attempt_at=later,
+                # As a publish leaves them: each key's first one due when released, the rest waiting on it.
+                next_attempt_at=later if n < keys or not keys else None,
                 ordering_key=e.ordering_key,
                 position=position,
             )
-            for e, position in zip(events, positions, strict=True)
+            for n, (e, position) in enumerate(zip(events, positions, strict=True))
         ]
     )
     return [d.id for d in deliveries]
@@ -328,7 +329,9 @@ def release_backlog(*subscriptions) -> None:
     from deliveries.models import Delivery
     from deliveries.tasks import deliver
 
-    Delivery.objects.filter(subscription__in=subscriptions).update(next_attempt_at=timezone.now())
+    Delivery.objects.filter(subscription__in=subscriptions, next_attempt_at__isnull=False).update(
+        next_attempt_at=timezone.now()
+    )
     for _ in range(2):
         deliver.delay()
 
