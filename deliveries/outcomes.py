@@ -257,18 +257,22 @@ def _write_successes_at_once(outcomes: list[tuple[Claimed, http.HttpResult]]) ->
     released = ")"
     if any(claimed.delivery.ordering_key is not None for claimed, _ in outcomes):
         # The next delivery of each ordered key that ended, if it waits (deliveries_release_next). Read in the
-        # statement's snapshot, where the ended one is still in flight: hence "after its position".
+        # statement's snapshot, where the ended one is still in flight: hence "after its position". A row
+        # comparison in delivery_ordered_in_flight's order, which no other index serves (deliveries_release_next
+        # says why).
         released = f"""RETURNING {delivery}.subscription_id, {delivery}.ordering_key, {delivery}.position
         ), released AS (
             UPDATE {delivery} SET next_attempt_at = statement_timestamp()
             WHERE {delivery}.id IN (
-                SELECT (SELECT follower.id FROM {delivery} AS follower
-                        WHERE follower.subscription_id = succeeded.subscription_id
-                            AND follower.ordering_key = succeeded.ordering_key
-                            AND follower.position > succeeded.position
-                            AND follower.status IN ('pending', 'retrying')
-                        ORDER BY follower.position LIMIT 1)
-                FROM succeeded WHERE succeeded.ordering_key IS NOT NULL
+                SELECT following.id FROM succeeded CROSS JOIN LATERAL (
+                    SELECT id, subscription_id, ordering_key FROM {delivery} AS follower
+                    WHERE status IN ('pending', 'retrying') AND ordering_key IS NOT NULL
+                        AND (subscription_id, ordering_key, position)
+                            > (succeeded.subscription_id, succeeded.ordering_key, succeeded.position)
+                    ORDER BY subscription_id, ordering_key, position LIMIT 1
+                ) AS following
+                WHERE following.subscription_id = succeeded.subscription_id
+                    AND following.ordering_key = succeeded.ordering_key
             ) AND {delivery}.next_attempt_at IS NULL AND {delivery}.status IN ('pending', 'retrying')
         )"""  # noqa: S608 (the table name is the model's)
     sql = f"""

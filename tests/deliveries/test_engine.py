@@ -18,6 +18,7 @@ from deliveries import claims, engine, http
 from deliveries.models import Attempt, Delivery, DeliveryStatus
 from deliveries.services import NewEvent, delivery_send_test, event_publish, event_publish_many
 from tests.support.factories import make_due
+from tests.support.plans import explain
 from webhooks.models import Subscription
 from webhooks.services import subscription_rotate_secret
 
@@ -181,9 +182,7 @@ def test_a_claim_reads_the_oldest_due_rows_by_the_index_whatever_the_statistics(
 
     def explain_the_candidates(execute, sql, params, many, context):
         if "FOR UPDATE" in sql and "SKIP LOCKED" in sql:
-            raw = context["cursor"].cursor  # psycopg's own: through Django's, this wrapper would run again
-            raw.execute("EXPLAIN " + sql, params)
-            plans.append("\n".join(row[0] for row in raw.fetchall()))
+            plans.append(explain(context, sql, params))
         return execute(sql, params, many, context)
 
     with connection.execute_wrapper(explain_the_candidates):

@@ -7,6 +7,7 @@ import threading
 from collections import Counter, defaultdict
 
 import pytest
+from django.db import connection
 
 from core.clock import database_now
 from deliveries import engine, http
@@ -14,6 +15,7 @@ from deliveries.models import Delivery, DeliveryStatus, deliveries_release_stran
 from deliveries.services import NewEvent, delivery_redeliver, event_publish, event_publish_many
 from tests.support import receiver as rx
 from tests.support.factories import make_due
+from tests.support.plans import explain, statement_of
 from tests.support.processes import celery_beat, celery_worker, wait_until
 
 
@@ -158,6 +160,61 @@ def test_the_safety_net_makes_due_a_follower_whose_head_ended_unnoticed(alice, m
     assert deliveries_release_stranded(database_now()) == 1
     assert due_ids() == {second, other_first}
     assert Delivery.objects.filter(pk__in=[third, other_second], next_attempt_at=None).count() == 2
+
+
+def test_every_lookup_of_a_keys_first_delivery_uses_the_ordered_index_whatever_the_statistics(
+    alice, make_subscription, publish, django_capture_on_commit_callbacks
+):
+    """A backlog of 1,000 keys × 3 in a table no ANALYZE has seen yet (a new install, or a burst before
+    autovacuum looks): finding a key's first delivery through any index on the subscription and a sort looks
+    as cheap to the planner as delivery_ordered_in_flight. It is not: that read the subscription's whole
+    backlog for every key (250 ms a claim, bench scenario 7 at a fourteenth of the unordered rate)."""
+    subscription = make_subscription(alice)
+    event_id = Delivery.objects.get(pk=publish(0)).event_id
+
+    def backlog(keys: int, per_key: int, start: int) -> list[Delivery]:
+        return Delivery.objects.bulk_create(
+            Delivery(
+                tenant=alice,
+                event_id=event_id,
+                subscription=subscription,
+                event_type="invoice.paid",
+                ordering_key=f"key-{n % keys}",
+                position=start + n,
+                next_attempt_at=database_now() if n < keys else None,  # each key's first due, the rest waiting
+            )
+            for n in range(keys * per_key)
+        )
+
+    # Sent earlier: no VACUUM has taken their entries out of the in-flight indexes yet.
+    Delivery.objects.filter(pk__in=[d.pk for d in backlog(1000, 20, 1)]).update(status=DeliveryStatus.SUCCEEDED)
+    backlog(1000, 3, 100_000)
+    table = Delivery._meta.db_table
+    with connection.cursor() as cursor:  # as if never analysed; undone with the test's transaction
+        cursor.execute("DELETE FROM pg_statistic WHERE starelid = %s::regclass", [table])
+        cursor.execute("UPDATE pg_class SET reltuples = -1, relpages = 0 WHERE oid = %s::regclass", [table])
+        indexes = "SELECT indexrelid FROM pg_index WHERE indrelid = %s::regclass"
+        cursor.execute(f"UPDATE pg_class SET reltuples = 0, relpages = 1 WHERE oid IN ({indexes})", [table])  # noqa: S608
+    plans = []
+
+    def explain_lookups(execute, sql, params, many, context):
+        statement = statement_of(sql)
+        if "ordering_key" in statement and not statement.lstrip().startswith(("UPDATE", "INSERT")):
+            plans.append((statement, explain(context, sql, params)))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(explain_lookups):
+        claimed = engine.claim_due(limit=50)  # the candidates: each one's first of its key
+        engine.record_outcomes([(c, http.HttpResult(200, 3)) for c in claimed])  # the next of each key
+        mixed = [(c, http.HttpResult(500 if n else 200, 3)) for n, c in enumerate(engine.claim_due(limit=5))]
+        engine.record_outcomes(mixed)  # the general path
+        with django_capture_on_commit_callbacks(execute=False):
+            event_publish(tenant=alice, event_type="invoice.paid", data={}, ordering_key="key-7")  # a key in flight?
+    assert len(claimed) == 50
+    lookups = [plan for sql, plan in plans if "ordering_key" in plan]
+    assert len(lookups) >= 4, [sql for sql, _ in plans]
+    for plan in lookups:
+        assert "delivery_ordered_in_flight" in plan and "delivery_due_by_subscription" not in plan, plan
 
 
 def test_the_log_says_what_an_ordered_delivery_waits_on(api, alice, make_subscription, publish):
