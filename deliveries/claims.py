@@ -29,6 +29,7 @@ from deliveries.models import (
     deliveries_release_next,
     deliveries_set_each,
     delivery_keys,
+    execute_with_sorts_last,
 )
 from deliveries.notices import health_record
 from webhooks.models import Subscription
@@ -196,21 +197,6 @@ def _read_in_index_order() -> datetime:
         return cursor.fetchone()[2]
 
 
-def _fetch_with_sorts_last(sql: str, params: object) -> list[tuple]:
-    """Run a candidate query with sorts planned last, in the same round trip (PostgreSQL).
-
-    The first unfinished delivery of a candidate's ordering key (DeliveryQuerySet.sendable) comes from
-    delivery_ordered_in_flight in its order, or from any index on the subscription and a sort. Believing few
-    deliveries of the subscription were in flight (statistics lag behind every burst), the planner chose the
-    sort, and read the subscription's whole backlog for every ordered candidate: 250 ms a claim
-    (bench/RESULTS.md). Only for this statement: the claim's next one, planned so, took half a second.
-    """
-    with connection.cursor() as cursor:
-        cursor.execute(f"SET LOCAL enable_sort = off; {sql}; SET LOCAL enable_sort = on", params)
-        cursor.nextset()  # past the first SET's empty result
-        return cursor.fetchall()
-
-
 # A claim's `now` in its compiled candidate query (_sendable_query), until bound: a time no clock gives.
 _NOW = datetime(2000, 1, 1, 0, 0, 0, 424242, tzinfo=UTC)
 
@@ -226,7 +212,9 @@ def _candidates(now: datetime, limit: int, *, held_back: list[str], only_ids: li
             candidates = candidates.filter(pk__in=only_ids)
         return list(_oldest_first(candidates)[:limit])
     query = _sendable_query(limit)
-    return _fetch_with_sorts_last(query.sql, query.bind(now=now))
+    with connection.cursor() as cursor:
+        execute_with_sorts_last(cursor, query.sql, query.bind(now=now))
+        return cursor.fetchall()
 
 
 def _oldest_first(candidates: DeliveryQuerySet) -> DeliveryQuerySet:
@@ -466,13 +454,14 @@ def _due_elsewhere(now: datetime, held_back: list[str], *, limit: int, room: dic
     first and locked after, concurrent claims would all list the same oldest rows, and every one
     but the first would find them taken and claim nothing. The conditions are
     DeliveryQuerySet.sendable's, written out for this query plan: a key's first delivery with a row comparison
-    in delivery_ordered_in_flight's order, which no other index serves (_fetch_with_sorts_last says why; the
+    in delivery_ordered_in_flight's order, planned with sorts last (execute_with_sorts_last says why; the
     candidate is in flight, so the first row from its key on is of its key).
     """
     table, subscriptions = Delivery._meta.db_table, Subscription._meta.db_table
     in_flight = "status IN ('pending', 'retrying')"  # the partial indexes' own condition
     with connection.cursor() as cursor:
-        cursor.execute(
+        execute_with_sorts_last(
+            cursor,
             f"""
             WITH RECURSIVE in_flight(id) AS (
                 (SELECT subscription_id FROM {table} WHERE {in_flight} ORDER BY subscription_id LIMIT 1)

@@ -383,10 +383,28 @@ def _ahead_in_key() -> Exists:
     )
 
 
+# Around a statement that looks up a key's first delivery in flight, on PostgreSQL (one round trip).
+SORTS_OFF, SORTS_ON = "SET LOCAL enable_sort = off; ", "; SET LOCAL enable_sort = on"
+
+
+def execute_with_sorts_last(cursor, sql: str, params: object) -> None:
+    """Run one statement with sorts planned last, leaving the cursor on its result (PostgreSQL).
+
+    A key's first delivery in flight comes from delivery_ordered_in_flight in its order, or from any index
+    that leads with the subscription and a sort. Statistics lag behind every burst (and a new install has
+    none): believing the subscription had hardly a delivery in flight, the planner chose the sort, and read
+    the subscription's whole backlog for every key looked up, a claim in 250 ms and a batch of outcomes in
+    over a minute (bench/RESULTS.md). A row comparison in the index's order did not stop it: the planner used
+    the other index's first column and sorted. Only this statement: a claim's next one, planned so, took half
+    a second.
+    """
+    cursor.execute(f"{SORTS_OFF}{sql}{SORTS_ON}", params)
+    cursor.nextset()  # past the first SET's empty result
+
+
 def _firsts_of_keys(table: str) -> str:
     """FROM and WHERE for the first delivery in flight (`first`) of each (subscription_id, name) in `key`,
-    from the parameters `subscriptions` and `names` (PostgreSQL). A row comparison in
-    delivery_ordered_in_flight's order, which no other index serves: deliveries_release_next says why."""
+    from the parameters `subscriptions` and `names` (PostgreSQL; run with execute_with_sorts_last)."""
     return f"""
         unnest(%(subscriptions)s::text[], %(names)s::text[]) AS key(subscription_id, name)
         CROSS JOIN LATERAL (
@@ -405,7 +423,8 @@ def deliveries_keys_in_flight(keys: set[tuple[str, str]]) -> set[tuple[str, str]
     subscriptions, ordering_keys = zip(*keys, strict=True)
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(
+            execute_with_sorts_last(
+                cursor,
                 f"SELECT first.subscription_id, first.ordering_key FROM {_firsts_of_keys(Delivery._meta.db_table)}",  # noqa: S608
                 {"subscriptions": list(subscriptions), "names": list(ordering_keys)},
             )
@@ -434,10 +453,8 @@ def deliveries_release_next(keys: set[tuple[str, str]], now: datetime) -> int:
 
     Called once a delivery of the key ended, in the same transaction (the one that ended is no longer first).
 
-    On PostgreSQL the first one is looked up with a row comparison in delivery_ordered_in_flight's order,
-    which no other index can serve: asked by subscription and key, the planner may take any index on the
-    subscription and sort, and read a subscription's whole backlog per key when its statistics say that
-    little is in flight (they lag behind every burst).
+    On PostgreSQL the rows to update are found first and then by primary key (`= ANY(ARRAY(…))`): joined,
+    the planner walked every waiting delivery and looked the keys up again for each.
     """
     if not keys:
         return 0
@@ -445,10 +462,11 @@ def deliveries_release_next(keys: set[tuple[str, str]], now: datetime) -> int:
     if connection.vendor == "postgresql":
         subscriptions, ordering_keys = zip(*keys, strict=True)
         with connection.cursor() as cursor:
-            cursor.execute(
+            execute_with_sorts_last(
+                cursor,
                 f"""
                 UPDATE {table} SET next_attempt_at = %(now)s
-                WHERE id IN (SELECT first.id FROM {_firsts_of_keys(table)})
+                WHERE id = ANY(ARRAY(SELECT first.id FROM {_firsts_of_keys(table)}))
                     AND next_attempt_at IS NULL AND status IN ('pending', 'retrying')
                 """,  # noqa: S608 (the table name is the model's)
                 {"now": now, "subscriptions": list(subscriptions), "names": list(ordering_keys)},
@@ -484,7 +502,8 @@ def deliveries_release_stranded(now: datetime) -> int:
     # other, 20 s for one key of 20,000.
     table, in_flight = Delivery._meta.db_table, "status IN ('pending', 'retrying') AND ordering_key IS NOT NULL"
     with connection.cursor() as cursor:
-        cursor.execute(
+        execute_with_sorts_last(
+            cursor,
             f"""
             WITH RECURSIVE firsts AS (
                 (SELECT id, subscription_id, ordering_key, next_attempt_at FROM {table} WHERE {in_flight}
@@ -498,7 +517,7 @@ def deliveries_release_stranded(now: datetime) -> int:
                 ) AS following
             )
             UPDATE {table} SET next_attempt_at = %s
-            WHERE id IN (SELECT id FROM firsts WHERE next_attempt_at IS NULL)
+            WHERE id = ANY(ARRAY(SELECT id FROM firsts WHERE next_attempt_at IS NULL))
                 AND next_attempt_at IS NULL AND status IN ('pending', 'retrying')
             """,  # noqa: S608 (the table name is the model's)
             [now],

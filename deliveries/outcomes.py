@@ -19,7 +19,7 @@ from core.compiled import Compiled, compile_once
 from deliveries import http
 from deliveries.claims import Claimed
 from deliveries.metrics import count_outcomes
-from deliveries.models import Attempt, Delivery, DeliveryStatus, deliveries_release_next
+from deliveries.models import SORTS_OFF, SORTS_ON, Attempt, Delivery, DeliveryStatus, deliveries_release_next
 from deliveries.notices import health_record
 from deliveries.retry import next_delay
 from webhooks.models import Subscription
@@ -255,15 +255,15 @@ def _write_successes_at_once(outcomes: list[tuple[Claimed, http.HttpResult]]) ->
         ]
     )
     released = ")"
-    if any(claimed.delivery.ordering_key is not None for claimed, _ in outcomes):
+    ordered = any(claimed.delivery.ordering_key is not None for claimed, _ in outcomes)
+    if ordered:
         # The next delivery of each ordered key that ended, if it waits (deliveries_release_next). Read in the
-        # statement's snapshot, where the ended one is still in flight: hence "after its position". A row
-        # comparison in delivery_ordered_in_flight's order, which no other index serves (deliveries_release_next
-        # says why).
+        # statement's snapshot, where the ended one is still in flight: hence "after its position". Looked up
+        # with sorts planned last, and updated by primary key (models.deliveries_release_next says why).
         released = f"""RETURNING {delivery}.subscription_id, {delivery}.ordering_key, {delivery}.position
         ), released AS (
             UPDATE {delivery} SET next_attempt_at = statement_timestamp()
-            WHERE {delivery}.id IN (
+            WHERE {delivery}.id = ANY(ARRAY(
                 SELECT following.id FROM succeeded CROSS JOIN LATERAL (
                     SELECT id, subscription_id, ordering_key FROM {delivery} AS follower
                     WHERE status IN ('pending', 'retrying') AND ordering_key IS NOT NULL
@@ -273,7 +273,7 @@ def _write_successes_at_once(outcomes: list[tuple[Claimed, http.HttpResult]]) ->
                 ) AS following
                 WHERE following.subscription_id = succeeded.subscription_id
                     AND following.ordering_key = succeeded.ordering_key
-            ) AND {delivery}.next_attempt_at IS NULL AND {delivery}.status IN ('pending', 'retrying')
+            )) AND {delivery}.next_attempt_at IS NULL AND {delivery}.status IN ('pending', 'retrying')
         )"""  # noqa: S608 (the table name is the model's)
     sql = f"""
         WITH batch AS (
@@ -304,10 +304,11 @@ def _write_successes_at_once(outcomes: list[tuple[Claimed, http.HttpResult]]) ->
     # claim, a publish) makes every earlier one durable: nothing is claimed on the strength of a success that
     # could still be lost. Waiting for the flush here cost the drain a seventh (bench/RESULTS.md).
     asynchronous = not connection.in_atomic_block
+    settings_first = ("SET LOCAL synchronous_commit = off; " if asynchronous else "") + (SORTS_OFF if ordered else "")
     with connection.cursor() as cursor:
-        cursor.execute(("SET LOCAL synchronous_commit = off; " if asynchronous else "") + sql, params)
-        if asynchronous:
-            cursor.nextset()  # past SET's empty result; one simple query, so one implicit transaction
+        cursor.execute(settings_first + sql + (SORTS_ON if ordered else ""), params)
+        for _ in range(settings_first.count("SET ")):
+            cursor.nextset()  # past each SET's empty result; one simple query, so one implicit transaction
         in_a_streak = {row[0] for row in cursor.fetchall()}
     if in_a_streak:
         with transaction.atomic():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SORTS_OFF, SORTS_ON = "SET LOCAL enable_sort = off; ", "; SET LOCAL enable_sort = on"
+from deliveries.models import SORTS_OFF, SORTS_ON
 
 
 def statement_of(sql: str) -> str:
