@@ -383,6 +383,11 @@ def _ahead_in_key() -> Exists:
     )
 
 
+# A release's check, on the row it updates, that the delivery still waits (no claim can have taken it): written
+# so that no index can answer it. Written `IS NULL`, the planner read every waiting delivery through
+# delivery_due and kept the few it had found, rather than look those few up by primary key.
+STILL_WAITING = "COALESCE({column}, '-infinity') = '-infinity'"
+
 # Around a statement that looks up a key's first delivery in flight, on PostgreSQL (one round trip).
 SORTS_OFF, SORTS_ON = "SET LOCAL enable_sort = off; ", "; SET LOCAL enable_sort = on"
 
@@ -467,7 +472,7 @@ def deliveries_release_next(keys: set[tuple[str, str]], now: datetime) -> int:
                 f"""
                 UPDATE {table} SET next_attempt_at = %(now)s
                 WHERE id = ANY(ARRAY(SELECT first.id FROM {_firsts_of_keys(table)}))
-                    AND next_attempt_at IS NULL AND status IN ('pending', 'retrying')
+                    AND {STILL_WAITING.format(column="next_attempt_at")} AND status IN ('pending', 'retrying')
                 """,  # noqa: S608 (the table name is the model's)
                 {"now": now, "subscriptions": list(subscriptions), "names": list(ordering_keys)},
             )
@@ -518,7 +523,7 @@ def deliveries_release_stranded(now: datetime) -> int:
             )
             UPDATE {table} SET next_attempt_at = %s
             WHERE id = ANY(ARRAY(SELECT id FROM firsts WHERE next_attempt_at IS NULL))
-                AND next_attempt_at IS NULL AND status IN ('pending', 'retrying')
+                AND {STILL_WAITING.format(column="next_attempt_at")} AND status IN ('pending', 'retrying')
             """,  # noqa: S608 (the table name is the model's)
             [now],
         )

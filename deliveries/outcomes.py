@@ -19,7 +19,15 @@ from core.compiled import Compiled, compile_once
 from deliveries import http
 from deliveries.claims import Claimed
 from deliveries.metrics import count_outcomes
-from deliveries.models import SORTS_OFF, SORTS_ON, Attempt, Delivery, DeliveryStatus, deliveries_release_next
+from deliveries.models import (
+    SORTS_OFF,
+    SORTS_ON,
+    STILL_WAITING,
+    Attempt,
+    Delivery,
+    DeliveryStatus,
+    deliveries_release_next,
+)
 from deliveries.notices import health_record
 from deliveries.retry import next_delay
 from webhooks.models import Subscription
@@ -273,7 +281,8 @@ def _write_successes_at_once(outcomes: list[tuple[Claimed, http.HttpResult]]) ->
                 ) AS following
                 WHERE following.subscription_id = succeeded.subscription_id
                     AND following.ordering_key = succeeded.ordering_key
-            )) AND {delivery}.next_attempt_at IS NULL AND {delivery}.status IN ('pending', 'retrying')
+            )) AND {STILL_WAITING.format(column=f"{delivery}.next_attempt_at")}
+                AND {delivery}.status IN ('pending', 'retrying')
         )"""  # noqa: S608 (the table name is the model's)
     sql = f"""
         WITH batch AS (

@@ -216,7 +216,7 @@ def test_every_lookup_of_a_keys_first_delivery_uses_the_ordered_index_whatever_t
     for plan in lookups:
         assert "delivery_ordered_in_flight" in plan and "delivery_due_by_subscription" not in plan, plan
         assert "Sort" not in plan, plan  # each key's first row read in the index's order, not found and sorted
-    releases = [plan for sql, plan in plans if "next_attempt_at IS NULL" in sql and sql.lstrip().startswith("UPDATE")]
+    releases = [plan for sql, plan in plans if "-infinity" in sql]
     assert releases and all("deliveries_delivery_pkey" in plan for plan in releases), releases
 
 
