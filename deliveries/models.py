@@ -94,7 +94,7 @@ class DeliveryQuerySet(models.QuerySet):
 
         Asked as "the first one's position", ordered by position, rather than "no unfinished one ahead":
         delivery_ordered_in_flight gives that first row in one descent, and a claim makes the planner
-        prefer it (claims._read_in_index_order). Left to its statistics, the planner walked a subscription's
+        prefer it (execute_with_sorts_last). Left to its statistics, the planner walked a subscription's
         whole backlog (delivery_due_by_subscription) for each candidate: 250 ms a claim, and bench scenario 7
         drained ordered deliveries at a fourteenth of the unordered rate.
         """
@@ -108,17 +108,15 @@ class DeliveryQuerySet(models.QuerySet):
 
     def with_waiting_on(self) -> DeliveryQuerySet:
         """Annotate `waiting_on`: the unfinished delivery right before this one in its ordering key, if any."""
-        ahead = (
-            self.model.objects.in_flight()
-            .filter(
-                subscription_id=OuterRef("subscription_id"),
-                ordering_key=OuterRef("ordering_key"),
-                position__lt=OuterRef("position"),
-            )
-            .order_by("-position")
-            .values("id")[:1]
+        return self.annotate(waiting_on=Subquery(self.in_flight_ahead().order_by("-position").values("id")[:1]))
+
+    def in_flight_ahead(self) -> DeliveryQuerySet:
+        """The unfinished deliveries before the outer query's row in its (subscription, ordering key)."""
+        return self.model.objects.in_flight().filter(
+            subscription_id=OuterRef("subscription_id"),
+            ordering_key=OuterRef("ordering_key"),
+            position__lt=OuterRef("position"),
         )
-        return self.annotate(waiting_on=Subquery(ahead))
 
     def backlog(self, now: datetime) -> dict:
         """Unfinished deliveries, in one query the `delivery_due` partial index answers: how many
@@ -373,16 +371,6 @@ class Recovery(models.Model):
 # claim still checks the key's order (DeliveryQuerySet.sendable); waiting only keeps followers out of its way.
 
 
-def _ahead_in_key() -> Exists:
-    return Exists(
-        Delivery.objects.in_flight().filter(
-            subscription_id=OuterRef("subscription_id"),
-            ordering_key=OuterRef("ordering_key"),
-            position__lt=OuterRef("position"),
-        )
-    )
-
-
 # A release's check, on the row it updates, that the delivery still waits (no claim can have taken it): written
 # so that no index can answer it. Written `IS NULL`, the planner read every waiting delivery through
 # delivery_due and kept the few it had found, rather than look those few up by primary key.
@@ -448,7 +436,7 @@ def deliveries_wait_behind(delivery_ids: list[str]) -> int:
     return (
         Delivery.objects.filter(pk__in=delivery_ids, ordering_key__isnull=False)
         .in_flight()
-        .filter(_ahead_in_key())
+        .filter(Exists(Delivery.objects.in_flight_ahead()))
         .update(next_attempt_at=None)
     )
 
@@ -500,7 +488,7 @@ def deliveries_release_stranded(now: datetime) -> int:
     """
     if connection.vendor != "postgresql":
         waiting = Delivery.objects.in_flight().filter(next_attempt_at__isnull=True, ordering_key__isnull=False)
-        return waiting.exclude(_ahead_in_key()).update(next_attempt_at=now)
+        return waiting.exclude(Exists(Delivery.objects.in_flight_ahead())).update(next_attempt_at=now)
     # The first delivery in flight of each key, one descent of delivery_ordered_in_flight per key (a skip
     # scan): the work grows with the keys in flight, not with how many deliveries wait in each. Asked as
     # "waiting, with nothing in flight ahead", the planner compared every waiting row of a key with every

@@ -297,7 +297,8 @@ def delivery_redeliver(*, delivery: Delivery, wake: bool = True) -> Delivery:
                 failure_reason="",
                 **({"position": next_positions(1)[0]} if current.ordering_key is not None else {}),
             )
-            deliveries_wait_behind([delivery.pk])
+            if current.ordering_key is not None:
+                deliveries_wait_behind([delivery.pk])
         else:
             restarted = _delivery_attempt_now(current, now)
         if not restarted:
