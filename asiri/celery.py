@@ -46,6 +46,15 @@ def _idle_pool_processes_ignore_sigterm(**kwargs) -> None:
     shutdown.ignore_until_busy()
 
 
+@worker_process_init.connect
+def _start_sender(**kwargs) -> None:
+    """Each pool process opens its sender (a thread, an event loop, TLS settings with certifi's CA bundle) as it
+    starts, not in the first delivery's time: the CA bundle alone takes tens of milliseconds to load."""
+    from deliveries import http
+
+    http.sender()
+
+
 @task_prerun.connect
 def _warm_shutdown_in_pool_processes(**kwargs) -> None:
     # Before each task, not at worker_process_init: billiard replaces SIGTERM's handler after that.

@@ -1,13 +1,15 @@
-"""CPU per delivery, by thread, in a drain of the real stack (bench/delivery.py scenario 1b).
+"""CPU per delivery, by thread, in a scenario of the real stack (bench/delivery.py).
 
-    python bench/cpu.py --events 20000
+    python bench/cpu.py --events 20000                       (scenario 1b, the drain)
+    python bench/cpu.py --scenario fanout500 --events 5000   (scenario 9, the fan-out)
 
-Runs `bench/delivery.py --only drain --events N` and reads every thread's CPU time from /proc five times a
-second: the Celery pool processes' main threads (the pump: claims, outcomes) and their other threads (the
-aiohttp sender), the PostgreSQL backends of the benchmark database, and nginx. It reports each one's CPU over
-the drain itself (while the workers use more than half a core), divided by the deliveries, beside the rate.
-The PostgreSQL figure includes the benchmark's own release of the backlog (one UPDATE of N rows).
-Linux only. The figures are milliseconds per delivery: less noisy than a rate on a shared machine.
+Runs `bench/delivery.py --only SCENARIO --events N` and reads every thread's CPU time from /proc five times
+a second: the Celery pool processes' main threads (the pump: claims, outcomes) and their other threads (the
+aiohttp sender), the PostgreSQL backends of the benchmark database, gunicorn's workers (publishing), nginx,
+and the benchmark itself (its requests, and in the fan-out the bare client). It reports each one's CPU over
+the scenario's busy window (while the workers use more than half a core), divided by the deliveries, beside
+the rate. The PostgreSQL figure includes the benchmark's own release of the backlog in the drain (one UPDATE
+of N rows). Linux only. The figures are milliseconds per delivery: less noisy than a rate on a shared machine.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ def kind(command: str) -> str | None:
         return "postgresql"
     if command.startswith("nginx"):
         return "nginx"
+    if "gunicorn" in command and "asiri.wsgi" in command:
+        return "web"
+    if "bench/delivery.py" in command:
+        return "bench"
     return None
 
 
@@ -60,9 +66,10 @@ def sample() -> dict[tuple[str, str, str], float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=20000)
+    parser.add_argument("--scenario", choices=("drain", "fanout500"), default="drain")
     args = parser.parse_args()
     bench = subprocess.Popen(
-        [sys.executable, "bench/delivery.py", "--only", "drain", "--events", str(args.events)],
+        [sys.executable, "bench/delivery.py", "--only", args.scenario, "--events", str(args.events)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -87,6 +94,12 @@ def main() -> None:
     ]
     if not busy:
         raise SystemExit("no drain seen: the workers never used half a core")
+    # The scenario is the last busy stretch (pauses under a second allowed): the workers' own start, which
+    # also uses more than half a core, comes before it with the benchmark's setup in between.
+    first = len(busy) - 1
+    while first > 0 and busy[first] - busy[first - 1] <= 5:
+        first -= 1
+    busy = busy[first:]
     before = samples[busy[0] - 1][1]
     # Each thread's last reading in the window: a PostgreSQL backend (or a pool process) that ends before
     # the drain does keeps what it used. Reading only the window's last sample dropped them, so the
@@ -98,8 +111,9 @@ def main() -> None:
     for key, seconds in last.items():
         used[key[0]] = used.get(key[0], 0.0) + seconds - before.get(key, 0.0)
     per_delivery = {name: seconds / args.events * 1000 for name, seconds in sorted(used.items())}
+    ratio = re.search(r"ratio ours/baseline: ([\d.]+)", output)
     print(
-        f"{rate.group(1)} deliveries/s; CPU per delivery (ms): "
+        f"{rate.group(1)} deliveries/s{f' (ratio {ratio.group(1)})' if ratio else ''}; CPU per delivery (ms): "
         + ", ".join(f"{name} {ms:.3f}" for name, ms in per_delivery.items())
         + f"; in all {sum(per_delivery.values()):.3f}"
     )
