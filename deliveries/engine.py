@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import json
 import logging
 import threading
 import time
@@ -42,7 +41,7 @@ LOOK_AHEAD = 1.0
 
 
 def request_for(delivery: Delivery, now: datetime) -> tuple[bytes, dict[str, str]]:
-    body = json.dumps(delivery.event.payload(), separators=(",", ":"), ensure_ascii=False).encode()
+    body = delivery.event.body
     timestamp = int(now.timestamp())
     own = {
         "content-type": "application/json",

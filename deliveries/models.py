@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from functools import cached_property
 
 from django.db import connection, models
 from django.db.models import Exists, OuterRef, Q, Subquery
@@ -57,6 +59,14 @@ class Event(models.Model):
         """What every receiver gets as the request body."""
         timestamp = self.created_at.astimezone(UTC).isoformat(timespec="milliseconds")
         return {"id": self.id, "type": self.type, "timestamp": timestamp.replace("+00:00", "Z"), "data": self.data}
+
+    @cached_property
+    def body(self) -> bytes:
+        """The payload as sent: encoded once per instance, since a fan-out sends it to every subscription.
+
+        An event is never changed after it is published, so the cached bytes cannot go stale.
+        """
+        return json.dumps(self.payload(), separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class DeliveryStatus(models.TextChoices):

@@ -60,6 +60,26 @@ def test_it_delivers_a_published_event_signed_and_records_it(post_webhook, alice
     )
 
 
+def test_a_fan_out_encodes_its_event_once_and_signs_each_delivery_alone(
+    post_webhook, alice, make_subscription, publish
+):
+    subscriptions = [
+        make_subscription(alice, url=f"https://hooks{n}.example.com/asiri", events=["invoice.*"]) for n in range(3)
+    ]
+    event = publish("invoice.paid", {"amount": 42, "note": "café"})
+    stats = engine.pump(budget_seconds=5)
+    assert (stats.sent, stats.succeeded) == (3, 3)
+    sent = sent_requests(post_webhook)
+    bodies = [body for _, body, _ in sent]
+    # One claim shares one Event instance, so every request carries the very same bytes.
+    assert all(body is bodies[0] for body in bodies)
+    secrets = {subscription.url: subscription.secret for subscription in subscriptions}
+    for url, body, headers in sent:
+        assert Webhook(secrets[url]).verify(body, headers)["data"] == {"amount": 42, "note": "café"}
+    assert len({headers["webhook-id"] for _, _, headers in sent}) == 3
+    assert '"note":"café"'.encode() in bodies[0] and event.id.encode() in bodies[0]
+
+
 def test_the_attempt_is_logged_when_claimed_before_any_request(post_webhook, alice, make_subscription, publish):
     make_subscription(alice)
     publish()
