@@ -2,6 +2,7 @@ import os
 
 from celery import Celery
 from celery.signals import (
+    setup_logging,
     task_prerun,
     worker_process_init,
     worker_process_shutdown,
@@ -16,6 +17,20 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "asiri.settings")
 app = Celery("asiri")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@setup_logging.connect
+def _log_as_django_does(**kwargs) -> None:
+    """Workers and beat log as the web does: Django's LOGGING (ASIRI_LOG_LEVEL, ASIRI_LOG_FORMAT).
+
+    Without a receiver here Celery sets the root logger's level from its `--loglevel` (the Procfile's
+    INFO, or WARNING when none is given), so a worker ignored ASIRI_LOG_LEVEL either way.
+    """
+    from logging.config import dictConfig
+
+    from django.conf import settings
+
+    dictConfig(settings.LOGGING)
 
 
 @worker_ready.connect

@@ -111,6 +111,9 @@ class Stack:
             "HOST": "127.0.0.1",
             "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         }
+        # Workers and beat log at INFO, as in production: a line per attempt is part of a delivery's cost,
+        # and their ready lines are what start() waits for. The web stays at ENV's WARNING.
+        self.worker_env = {**self.env, "ASIRI_LOG_LEVEL": "INFO"}
 
     def start(self, name: str, command: str, marker: str, env: dict | None = None) -> None:
         log = open(self.workdir / f"{name}.log", "w")
@@ -145,8 +148,8 @@ class Stack:
             "receiver", f"{sys.executable} bench/receiver.py --ports {ports} --slow-ports {slow}", "receiver ready"
         )
         self.start("web", self.procfile("web"), "Booting worker")
-        self.start("worker", self.procfile("worker"), " ready.")
-        self.start("beat", self.procfile("beat"), "beat: Starting")
+        self.start("worker", self.procfile("worker"), " ready.", self.worker_env)
+        self.start("beat", self.procfile("beat"), "beat: Starting", self.worker_env)
 
     def down(self) -> None:
         for process in reversed(self.processes):

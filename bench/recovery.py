@@ -119,8 +119,8 @@ def main() -> None:
     say("  starting receiver, web (gunicorn), worker and beat as the Procfile does")
     stack.start("receiver", f"{sys.executable} bench/receiver.py --ports {stack.fast_port}", "receiver ready")
     stack.start("web", stack.procfile("web"), "Booting worker")
-    stack.start("worker", stack.procfile("worker"), " ready.")
-    stack.start("beat", stack.procfile("beat"), "beat: Starting")
+    stack.start("worker", stack.procfile("worker"), " ready.", stack.worker_env)
+    stack.start("beat", stack.procfile("beat"), "beat: Starting", stack.worker_env)
     try:
         say(f"  writing {args.failed:,} failed deliveries and {args.missed:,} missed events of the last hour")
         subscription = an_outage(tenant, f"http://127.0.0.1:{stack.fast_port}/hook", args.failed, args.missed)

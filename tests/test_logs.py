@@ -5,7 +5,10 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import socket
+import subprocess
+import sys
 
 import pytest
 import requests
@@ -31,6 +34,19 @@ def test_each_api_request_is_one_json_line_with_its_ids(api, alice, make_subscri
 def test_an_unusable_request_id_is_replaced(api):
     response = api.get("/v1/webhooks/subscriptions", HTTP_X_REQUEST_ID="bad id\nwith newline")
     assert response["X-Request-ID"] != "bad id\nwith newline" and len(response["X-Request-ID"]) == 32
+
+
+@pytest.mark.parametrize("level", ["WARNING", "DEBUG"])
+def test_workers_and_beat_log_at_asiri_log_level_whatever_celerys_loglevel(level):
+    # What `celery worker --loglevel INFO` (the Procfile) and `celery beat` do to logging as they start.
+    script = (
+        "import logging; from asiri.celery import app; app.log.setup(loglevel='INFO'); root = logging.getLogger(); "
+        "print(logging.getLevelName(root.level), type(root.handlers[0].formatter).__name__)"
+    )
+    env = {**os.environ, "ASIRI_LOG_LEVEL": level, "ASIRI_LOG_FORMAT": "json"}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == [level, "JsonFormatter"]
 
 
 def send_keys_every_way(port: int, key: str) -> list[int]:
