@@ -294,9 +294,9 @@ def test_the_subscription_page_shows_its_payload_filter(support_client, alice, m
     """Support answers "why didn't it arrive?": an event the filter refuses is a `filtered` skip."""
     filtered = make_subscription(alice, filter={"data": {"amount": {"$gte": 100}}})
     unfiltered = make_subscription(alice)
-    page = support_client.get(f"/admin/webhooks/subscription/{filtered.id}/change/").content.decode()
+    page = support_client.get(f"/admin/webhooks/subscription/{quote(filtered.id)}/change/").content.decode()
     assert "&quot;$gte&quot;: 100" in page
-    page = support_client.get(f"/admin/webhooks/subscription/{unfiltered.id}/change/").content.decode()
+    page = support_client.get(f"/admin/webhooks/subscription/{quote(unfiltered.id)}/change/").content.decode()
     assert "every event of its types" in page
 
 
