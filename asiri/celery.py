@@ -26,11 +26,10 @@ def _log_as_django_does(**kwargs) -> None:
     Without a receiver here Celery sets the root logger's level from its `--loglevel` (the Procfile's
     INFO, or WARNING when none is given), so a worker ignored ASIRI_LOG_LEVEL either way.
     """
-    from logging.config import dictConfig
-
     from django.conf import settings
+    from django.utils.log import configure_logging
 
-    dictConfig(settings.LOGGING)
+    configure_logging(settings.LOGGING_CONFIG, settings.LOGGING)
 
 
 @worker_ready.connect
