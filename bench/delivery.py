@@ -147,6 +147,10 @@ class Stack:
         self.start(
             "receiver", f"{sys.executable} bench/receiver.py --ports {ports} --slow-ports {slow}", "receiver ready"
         )
+        self.start_service()
+
+    def start_service(self) -> None:
+        """web, worker and beat from their Procfile lines, each waited for until it says it is up."""
         self.start("web", self.procfile("web"), "Booting worker")
         self.start("worker", self.procfile("worker"), " ready.", self.worker_env)
         self.start("beat", self.procfile("beat"), "beat: Starting", self.worker_env)

@@ -118,9 +118,7 @@ def main() -> None:
     stack = stack_tools.Stack(Path(tempfile.mkdtemp(prefix="asiri-bench-recover-")))
     say("  starting receiver, web (gunicorn), worker and beat as the Procfile does")
     stack.start("receiver", f"{sys.executable} bench/receiver.py --ports {stack.fast_port}", "receiver ready")
-    stack.start("web", stack.procfile("web"), "Booting worker")
-    stack.start("worker", stack.procfile("worker"), " ready.", stack.worker_env)
-    stack.start("beat", stack.procfile("beat"), "beat: Starting", stack.worker_env)
+    stack.start_service()
     try:
         say(f"  writing {args.failed:,} failed deliveries and {args.missed:,} missed events of the last hour")
         subscription = an_outage(tenant, f"http://127.0.0.1:{stack.fast_port}/hook", args.failed, args.missed)
