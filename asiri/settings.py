@@ -324,6 +324,12 @@ if not DEBUG:
 _log_format = env_str("ASIRI_LOG_FORMAT", "json")
 if _log_format not in ("json", "plain"):
     raise ImproperlyConfigured(f"ASIRI_LOG_FORMAT must be json or plain; got {_log_format!r}.")
+_log_level = env_str("ASIRI_LOG_LEVEL", "INFO").upper()
+# Celery's lines for every task a worker receives and every task that succeeds, and beat's for every task it
+# sends: the dispatcher runs every second, so at INFO they were three lines a second saying nothing was due.
+# The tasks log what they did themselves (deliveries.tasks); Celery's warnings and errors (a task that raised,
+# a lost broker) still show, and ASIRI_LOG_LEVEL=DEBUG shows everything.
+CELERY_CHATTER = ("celery.worker.strategy", "celery.app.trace", "celery.beat")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -332,5 +338,6 @@ LOGGING = {
         "json": {"()": "asiri.logs.JsonFormatter"},
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": _log_format}},
-    "root": {"handlers": ["console"], "level": env_str("ASIRI_LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": _log_level},
+    "loggers": {name: {"level": "WARNING"} for name in CELERY_CHATTER if _log_level != "DEBUG"},
 }

@@ -1,4 +1,10 @@
-"""Celery tasks: thin, idempotent, each calling one function. Enqueued after commit."""
+"""Celery tasks: thin, idempotent, each calling one function. Enqueued after commit.
+
+Each logs what it did, and nothing when it did nothing: Celery's own line per task is silenced (settings
+CELERY_CHATTER), since the dispatcher runs every second.
+"""
+
+import logging
 
 from celery import shared_task
 
@@ -9,6 +15,8 @@ from deliveries.models import deliveries_release_stranded
 from deliveries.recovery import recovery_run
 from deliveries.services import deliveries_dispatch, deliveries_purge_expired
 
+logger = logging.getLogger(__name__)
+
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def deliver() -> str:
@@ -16,33 +24,45 @@ def deliver() -> str:
     stats = pump()
     if stats.reclaim and not shutdown.requested():
         wakeups.send(wakeups.DELIVER)
-    return str(stats)
+    return _said(f"pump: {stats}", stats.sent or stats.abandoned)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def deliver_now(delivery_ids: list[str]) -> str:
     """Test sends and redeliveries, on their own queue (ASIRI_PRIORITY_QUEUE): never behind a backlog."""
-    return str(send_now(delivery_ids))
+    stats = send_now(delivery_ids)
+    return _said(f"sent now: {stats}", stats.sent or stats.abandoned)
 
 
 @shared_task(ignore_result=True)
 def dispatch() -> str:
-    return f"{deliveries_dispatch()} due"
+    due = deliveries_dispatch()
+    return _said(f"dispatcher: {due} due", due)
 
 
 @shared_task(ignore_result=True)
 def release_waiting() -> str:
-    return f"released {deliveries_release_stranded(database_now())} waiting deliveries"
+    released = deliveries_release_stranded(database_now())
+    return _said(f"waiting deliveries released: {released}", released)
 
 
 @shared_task(ignore_result=True)
 def purge_expired() -> str:
-    return f"removed {deliveries_purge_expired()} deliveries"
+    removed = deliveries_purge_expired()
+    return _said(f"deliveries removed past the retention period: {removed}", removed)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def recover(recovery_id: str) -> str:
     recovery = recovery_run(recovery_id=recovery_id)
     if recovery is None:
-        return f"{recovery_id}: taken or finished already"
-    return f"{recovery_id}: {recovery.redelivered} redelivered, {recovery.recovered_missed} missed"
+        return _said(f"recovery {recovery_id}: taken or finished already", False)
+    return _said(
+        f"recovery {recovery_id}: {recovery.redelivered} redelivered, {recovery.recovered_missed} missed", True
+    )
+
+
+def _said(summary: str, worth_a_line: object) -> str:
+    if worth_a_line:
+        logger.info(summary)
+    return summary

@@ -9,12 +9,15 @@ import os
 import socket
 import subprocess
 import sys
+from datetime import timedelta
 
 import pytest
 import requests
+from django.utils import timezone
 
 from asiri.logs import JsonFormatter
-from deliveries.models import Delivery
+from deliveries.models import Delivery, Event
+from deliveries.tasks import dispatch, purge_expired
 from tenants.models import ApiKey
 from tests.support.processes import celery_worker, free_port, gunicorn, wait_until
 from tests.support.receiver import Receiver
@@ -36,17 +39,41 @@ def test_an_unusable_request_id_is_replaced(api):
     assert response["X-Request-ID"] != "bad id\nwith newline" and len(response["X-Request-ID"]) == 32
 
 
-@pytest.mark.parametrize("level", ["WARNING", "DEBUG"])
+@pytest.mark.parametrize("level", ["WARNING", "INFO", "DEBUG"])
 def test_workers_and_beat_log_at_asiri_log_level_whatever_celerys_loglevel(level):
-    # What `celery worker --loglevel INFO` (the Procfile) and `celery beat` do to logging as they start.
+    # What `celery worker --loglevel INFO` (the Procfile) and `celery beat` do to logging as they start; then
+    # whether Celery's line per task received or succeeded, and beat's per task sent, would be written.
     script = (
         "import logging; from asiri.celery import app; app.log.setup(loglevel='INFO'); root = logging.getLogger(); "
-        "print(logging.getLevelName(root.level), type(root.handlers[0].formatter).__name__)"
+        "print(logging.getLevelName(root.level), type(root.handlers[0].formatter).__name__, *["
+        "logging.getLogger(name).isEnabledFor(logging.INFO) for name in "
+        "('celery.worker.strategy', 'celery.app.trace', 'celery.beat', 'deliveries.tasks')])"
     )
     env = {**os.environ, "ASIRI_LOG_LEVEL": level, "ASIRI_LOG_FORMAT": "json"}
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.split() == [level, "JsonFormatter"]
+    # Celery's per-task chatter only at DEBUG; the tasks' own summaries wherever INFO is.
+    chatter, own = str(level == "DEBUG"), str(level != "WARNING")
+    assert result.stdout.split() == [level, "JsonFormatter", chatter, chatter, chatter, own]
+
+
+def test_a_task_logs_what_it_did_and_nothing_when_it_did_nothing(alice, make_subscription, settings, caplog):
+    settings.ASIRI_RETENTION_DAYS = 30
+    with caplog.at_level(logging.INFO, logger="deliveries.tasks"):
+        assert purge_expired() == "deliveries removed past the retention period: 0"
+        assert dispatch() == "dispatcher: 0 due"  # every second, from beat: silent
+        assert [r for r in caplog.records if r.name == "deliveries.tasks"] == []
+        subscription = make_subscription(alice)
+        long_ago = timezone.now() - timedelta(days=31)
+        event = Event.objects.create(tenant=alice, type="a.b", data={}, created_at=long_ago)
+        expired = Delivery.objects.create(
+            tenant=alice, event=event, subscription=subscription, event_type="a.b", created_at=long_ago
+        )
+        purge_expired()
+    assert not Delivery.objects.filter(pk=expired.pk).exists()
+    assert [r.getMessage() for r in caplog.records if r.name == "deliveries.tasks"] == [
+        "deliveries removed past the retention period: 1"
+    ]
 
 
 def send_keys_every_way(port: int, key: str) -> list[int]:
