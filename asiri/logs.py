@@ -51,6 +51,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
+class BeatSendingFilter(logging.Filter):
+    """Drops beat's line for each task it sends (settings: every second, for the dispatcher), keeping its others."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno < logging.WARNING and str(record.msg).startswith("Scheduler: Sending due task"))
+
+
 class RequestLogMiddleware:
     """Gives every request an id (X-Request-ID, echoed back) and logs each API request once."""
 

@@ -328,8 +328,12 @@ _log_level = env_str("ASIRI_LOG_LEVEL", "INFO").upper()
 # Celery's lines for every task a worker receives and every task that succeeds, and beat's for every task it
 # sends: the dispatcher runs every second, so at INFO they were three lines a second saying nothing was due.
 # The tasks log what they did themselves (deliveries.tasks); Celery's warnings and errors (a task that raised,
-# a lost broker) still show, and ASIRI_LOG_LEVEL=DEBUG shows everything.
-CELERY_CHATTER = ("celery.worker.strategy", "celery.app.trace", "celery.beat")
+# a lost broker) and its start-up lines still show, and ASIRI_LOG_LEVEL=DEBUG shows everything.
+_celery_chatter = {
+    "celery.worker.strategy": {"level": "WARNING"},
+    "celery.app.trace": {"level": "WARNING"},
+    "celery.beat": {"filters": ["beat_sending"]},
+}
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -337,7 +341,13 @@ LOGGING = {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {"()": "asiri.logs.JsonFormatter"},
     },
+    "filters": {"beat_sending": {"()": "asiri.logs.BeatSendingFilter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": _log_format}},
     "root": {"handlers": ["console"], "level": _log_level},
-    "loggers": {name: {"level": "WARNING"} for name in CELERY_CHATTER if _log_level != "DEBUG"},
+    "loggers": {
+        **(_celery_chatter if _log_level != "DEBUG" else {}),
+        # The worker pool's own logger (billiard) does not propagate: without a handler of its own, a pool
+        # process's error would reach stderr as bare text, outside the JSON lines.
+        "multiprocessing": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+    },
 }
