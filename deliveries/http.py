@@ -22,6 +22,7 @@ import atexit
 import concurrent.futures
 import functools
 import ipaddress
+import logging
 import os
 import socket
 import ssl
@@ -47,6 +48,8 @@ from webhooks.addresses import (
     parse_literal,
     resolve,
 )
+
+logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 20_000
 MAX_LOCATION_CHARS = 500
@@ -296,7 +299,12 @@ class Sender:
         """
         ended, self._ended = self._ended, []
         for future, task in ended:
-            _settle(future, task)
+            try:
+                _settle(future, task)
+            except Exception:
+                # One future in a state nothing here expects must not leave the rest of its turn unsettled,
+                # and their sends counted as in flight until the pump stops.
+                logger.exception("could not hand a send's outcome to its waiter")
 
 
 def _settle(future: concurrent.futures.Future, task: asyncio.Task) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
+import time
 
 import pytest
 
@@ -43,24 +45,66 @@ def test_sends_that_end_in_one_turn_of_the_loop_are_settled_together_each_with_i
     assert settled_batches == [20]
 
 
-def test_a_send_cancelled_before_it_is_settled_stays_cancelled(instant_sends, sender):
-    gate = asyncio.run_coroutine_threadsafe(asyncio.sleep(0), sender.loop)
-    gate.result(timeout=10)
-    hold = asyncio.Event()
+def test_cancelling_a_send_in_flight_cancels_its_request(sender, monkeypatch):
+    entered, hold = threading.Event(), asyncio.Event()
+    outcomes = []
 
     async def held(session, url, body, headers):
-        await hold.wait()
+        entered.set()
+        try:
+            await hold.wait()
+        except asyncio.CancelledError:
+            outcomes.append(("cancelled", url))
+            raise
+        outcomes.append(("answered", url))
         return http.HttpResult(200, 0)
 
-    http.post_webhook, original = held, http.post_webhook
-    try:
-        first, second = sender.submit_many([("http://example.test/a", b"{}", {}), ("http://example.test/b", b"{}", {})])
-        assert first.cancel()
-        sender.loop.call_soon_threadsafe(hold.set)
-        assert second.result(timeout=10).ok
-    finally:
-        http.post_webhook = original
-    assert first.cancelled()
+    monkeypatch.setattr(http, "post_webhook", held)
+    first, second = sender.submit_many([("http://example.test/a", b"{}", {}), ("http://example.test/b", b"{}", {})])
+    assert entered.wait(timeout=10)
+    assert first.cancel()
+    assert wait_for(lambda: outcomes == [("cancelled", "http://example.test/a")])
+    sender.loop.call_soon_threadsafe(hold.set)
+    assert second.result(timeout=10).ok
+    assert first.cancelled() and outcomes[1:] == [("answered", "http://example.test/b")]
+
+
+def test_a_send_cancelled_after_it_ended_but_before_it_was_settled_stays_cancelled(instant_sends, sender):
+    settle_ended = sender._settle_ended
+    futures = []
+
+    def cancelling_first() -> None:
+        futures[0].cancel()
+        settle_ended()
+
+    sender._settle_ended = cancelling_first
+    futures += sender.submit_many([("http://example.test/a", b"{}", {}), ("http://example.test/b", b"{}", {})])
+    assert futures[1].result(timeout=10).body == "http://example.test/b"
+    assert futures[0].cancelled()
+
+
+def test_one_future_that_cannot_be_settled_leaves_the_others_of_its_turn_settled(instant_sends, sender):
+    settle_ended = sender._settle_ended
+    futures = []
+
+    def first_already_answered() -> None:
+        futures[0].set_result("set by someone else")  # settling it again raises
+        settle_ended()
+
+    sender._settle_ended = first_already_answered
+    futures += sender.submit_many([(f"http://example.test/{n}", b"{}", {}) for n in range(3)])
+    assert [future.result(timeout=10) for future in futures[1:]] == [
+        http.HttpResult(200, 0, body=f"http://example.test/{n}") for n in (1, 2)
+    ]
+
+
+def wait_for(condition, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="uvloop does not run on Windows")
