@@ -349,5 +349,8 @@ LOGGING = {
         # The worker pool's own logger (billiard) does not propagate: without a handler of its own, a pool
         # process's error would reach stderr as bare text, outside the JSON lines.
         "multiprocessing": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+        # Django's default configuration gives "django" a console handler of its own while DEBUG is on (make
+        # run): every request warning was written twice, once as bare text. Here it goes through the root's.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
     },
 }

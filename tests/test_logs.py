@@ -84,6 +84,19 @@ get_logger().error("Pool process error")
     assert [line for line in written if line in expected or line in chatter] == expected
 
 
+@pytest.mark.parametrize("debug", ["0", "1"])
+def test_a_request_warning_is_written_once_as_json_in_debug_mode_too(debug):
+    script = (
+        "import django, logging; django.setup(); "
+        "logging.getLogger('django.request').warning('Too Many Requests: %s', '/v1/webhooks/subscriptions')"
+    )
+    env = {**os.environ, "DJANGO_DEBUG": debug, "ASIRI_LOG_FORMAT": "json", "DJANGO_SETTINGS_MODULE": "asiri.settings"}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = [line for line in result.stderr.splitlines() if "Too Many Requests" in line]
+    assert len(written) == 1 and json.loads(written[0])["logger"] == "django.request", result.stderr[-2000:]
+
+
 def test_a_task_logs_what_it_did_and_nothing_when_it_did_nothing(alice, make_subscription, settings, caplog):
     settings.ASIRI_RETENTION_DAYS = 30
     with caplog.at_level(logging.INFO, logger="deliveries.tasks"):
