@@ -132,7 +132,7 @@ if not CELERY_BROKER_URL:
     _queue_dir = DATA_DIR / "celery" / "queue"
     for _folder in (_queue_dir, DATA_DIR / "celery" / "control", DATA_DIR / "celery" / "processed"):
         _folder.mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_URL = "filesystem://localhost//"  # a host named, or kombu warns in every process that it chose one
     CELERY_BROKER_TRANSPORT = "asiri.broker:FilesystemTransport"  # stops within honcho's 5 s (asiri/broker.py)
     # The worker's timer thread sleeps this long at most: Celery's default 1 s is also waited out at stop.
     CELERY_WORKER_TIMER_PRECISION = 0.1

@@ -88,7 +88,7 @@ def test_each_backend_falls_back_to_the_embedded_default_on_its_own(tmp_path):
     only_db = start(
         setting, ASIRI_DATA_DIR=str(tmp_path), DATABASE_URL="postgres://postgres@127.0.0.1/x", CELERY_BROKER_URL=""
     )
-    assert only_db.stdout.strip() == "django.db.backends.postgresql filesystem://"
+    assert only_db.stdout.strip() == "django.db.backends.postgresql filesystem://localhost//"
 
 
 @pytest.mark.parametrize("value", ["600", "600/fortnight", "0/min", "x/min"])
