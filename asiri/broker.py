@@ -3,8 +3,10 @@ quickly as Redis does."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
 import time
 import uuid
 from queue import Empty
@@ -37,6 +39,8 @@ class Channel(filesystem.Channel):
                 file.write(dumps(payload).encode())
             os.replace(partial, final)
         except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.remove(partial)
             raise ChannelError(f"Cannot add file {final!r} to directory") from exc
 
     def _get(self, queue):
@@ -62,10 +66,13 @@ class Channel(filesystem.Channel):
                     "queue %s: %s is not a message (%d bytes); set aside in %s", queue, name, len(payload), taken
                 )
                 continue
-            if self.store_processed:
-                os.replace(taken, os.path.join(self.processed_folder, name))
-            else:
-                os.remove(taken)
+            try:
+                if self.store_processed:
+                    shutil.move(taken, os.path.join(self.processed_folder, name))  # another filesystem too
+                else:
+                    os.remove(taken)
+            except OSError:
+                logger.warning("queue %s: could not put %s away after reading it", queue, taken, exc_info=True)
             return message
         raise Empty()
 

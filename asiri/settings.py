@@ -325,13 +325,18 @@ _log_format = env_str("ASIRI_LOG_FORMAT", "json")
 if _log_format not in ("json", "plain"):
     raise ImproperlyConfigured(f"ASIRI_LOG_FORMAT must be json or plain; got {_log_format!r}.")
 _log_level = env_str("ASIRI_LOG_LEVEL", "INFO").upper()
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+if _log_level not in _LOG_LEVELS:
+    raise ImproperlyConfigured(f"ASIRI_LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}; got {_log_level!r}.")
+# At least WARNING, and never below ASIRI_LOG_LEVEL.
+_warnings_up = max(_log_level, "WARNING", key=_LOG_LEVELS.index)
 # Celery's lines for every task a worker receives and every task that succeeds, and beat's for every task it
 # sends: the dispatcher runs every second, so at INFO they were three lines a second saying nothing was due.
 # The tasks log what they did themselves (deliveries.tasks); Celery's warnings and errors (a task that raised,
 # a lost broker) and its start-up lines still show, and ASIRI_LOG_LEVEL=DEBUG shows everything.
 _celery_chatter = {
-    "celery.worker.strategy": {"level": "WARNING"},
-    "celery.app.trace": {"level": "WARNING"},
+    "celery.worker.strategy": {"level": _warnings_up},
+    "celery.app.trace": {"level": _warnings_up},
     "celery.beat": {"filters": ["beat_sending"]},
 }
 LOGGING = {
@@ -348,9 +353,9 @@ LOGGING = {
         **(_celery_chatter if _log_level != "DEBUG" else {}),
         # The worker pool's own logger (billiard) does not propagate: without a handler of its own, a pool
         # process's error would reach stderr as bare text, outside the JSON lines.
-        "multiprocessing": {"handlers": ["console"], "level": "WARNING", "propagate": False},
+        "multiprocessing": {"handlers": ["console"], "level": _warnings_up, "propagate": False},
         # Django's default configuration gives "django" a console handler of its own while DEBUG is on (make
         # run): every request warning was written twice, once as bare text. Here it goes through the root's.
-        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        "django": {"handlers": [], "level": _log_level, "propagate": True},
     },
 }

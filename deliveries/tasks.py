@@ -1,7 +1,7 @@
 """Celery tasks: thin, idempotent, each calling one function. Enqueued after commit.
 
 Each logs what it did, and nothing when it did nothing: Celery's own line per task is silenced (settings
-CELERY_CHATTER), since the dispatcher runs every second.
+_celery_chatter), since the dispatcher runs every second.
 """
 
 import logging

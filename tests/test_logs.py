@@ -39,7 +39,7 @@ def test_an_unusable_request_id_is_replaced(api):
     assert response["X-Request-ID"] != "bad id\nwith newline" and len(response["X-Request-ID"]) == 32
 
 
-@pytest.mark.parametrize("level", ["WARNING", "INFO", "DEBUG"])
+@pytest.mark.parametrize("level", ["ERROR", "WARNING", "info", "DEBUG"])
 def test_workers_and_beat_log_at_asiri_log_level_whatever_celerys_loglevel(level):
     # What `celery worker --loglevel INFO` (the Procfile) and `celery beat` do to logging as they start; then
     # the lines Celery and beat write through the root handler: one per task received or succeeded, and per
@@ -54,34 +54,50 @@ print(logging.getLevelName(root.level), type(root.handlers[0].formatter).__name_
 logging.getLogger("celery.worker.strategy").info("Task deliveries.tasks.dispatch[1] received")
 logging.getLogger("celery.app.trace").info("Task deliveries.tasks.dispatch[1] succeeded")
 logging.getLogger("celery.app.trace").error("Task deliveries.tasks.deliver[2] raised")
+logging.getLogger("celery.app.trace").warning("Soft time limit exceeded")
 logging.getLogger("celery.beat").info("Scheduler: Sending due task %s (%s)", "dispatch", "deliveries.tasks.dispatch")
 logging.getLogger("celery.beat").info("beat: Starting...")
 logging.getLogger("deliveries.tasks").info("pump: sent 1")
 from billiard.util import get_logger
+get_logger().warning("Pool process warning")
 get_logger().error("Pool process error")
 """
     env = {**os.environ, "ASIRI_LOG_LEVEL": level, "ASIRI_LOG_FORMAT": "json"}
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.split() == [level, "JsonFormatter"]
+    assert result.stdout.split() == [level.upper(), "JsonFormatter"]
     written = [json.loads(line)["message"] for line in result.stderr.splitlines() if line.startswith("{")]
     chatter = [
         "Task deliveries.tasks.dispatch[1] received",
         "Task deliveries.tasks.dispatch[1] succeeded",
         "Scheduler: Sending due task dispatch (deliveries.tasks.dispatch)",
     ]
+    raised, warned = "Task deliveries.tasks.deliver[2] raised", "Soft time limit exceeded"
     expected = {
-        "WARNING": ["Task deliveries.tasks.deliver[2] raised"],
-        "INFO": ["Task deliveries.tasks.deliver[2] raised", "beat: Starting...", "pump: sent 1"],
-        "DEBUG": [
-            *chatter[:2],
-            "Task deliveries.tasks.deliver[2] raised",
-            chatter[2],
-            "beat: Starting...",
-            "pump: sent 1",
-        ],
-    }[level]
-    assert [line for line in written if line in expected or line in chatter] == expected
+        "ERROR": [raised],
+        "WARNING": [raised, warned],
+        "INFO": [raised, warned, "beat: Starting...", "pump: sent 1"],
+        "DEBUG": [*chatter[:2], raised, warned, chatter[2], "beat: Starting...", "pump: sent 1"],
+    }[level.upper()]
+    expected += ["Pool process error"] if level == "ERROR" else ["Pool process warning", "Pool process error"]
+    shown = [
+        *chatter,
+        raised,
+        warned,
+        "beat: Starting...",
+        "pump: sent 1",
+        "Pool process warning",
+        "Pool process error",
+    ]
+    assert [line for line in written if line in shown] == expected
+
+
+def test_an_unknown_log_level_fails_at_start_naming_the_variable():
+    env = {**os.environ, "ASIRI_LOG_LEVEL": "LOUD", "DJANGO_SETTINGS_MODULE": "asiri.settings"}
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0 and "ASIRI_LOG_LEVEL must be one of" in result.stderr
 
 
 @pytest.mark.parametrize("debug", ["0", "1"])

@@ -80,4 +80,6 @@ def test_a_file_that_is_not_a_message_is_set_aside_not_fatal(folders, caplog):
     queue._put(QUEUE, {"n": 1})
     assert queue._get(QUEUE) == {"n": 1}
     assert "not a message" in caplog.text
+    with pytest.raises(Empty):
+        queue._get(QUEUE)  # set aside, not read again
     connection.release()

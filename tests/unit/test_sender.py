@@ -71,28 +71,32 @@ def test_cancelling_a_send_in_flight_cancels_its_request(sender, monkeypatch):
 
 def test_a_send_cancelled_after_it_ended_but_before_it_was_settled_stays_cancelled(instant_sends, sender):
     settle_ended = sender._settle_ended
-    futures = []
+    futures, submitted = [], threading.Event()
 
     def cancelling_first() -> None:
+        assert submitted.wait(timeout=10)  # on the loop's thread: submit_many may not have returned yet
         futures[0].cancel()
         settle_ended()
 
     sender._settle_ended = cancelling_first
     futures += sender.submit_many([("http://example.test/a", b"{}", {}), ("http://example.test/b", b"{}", {})])
+    submitted.set()
     assert futures[1].result(timeout=10).body == "http://example.test/b"
     assert futures[0].cancelled()
 
 
 def test_one_future_that_cannot_be_settled_leaves_the_others_of_its_turn_settled(instant_sends, sender):
     settle_ended = sender._settle_ended
-    futures = []
+    futures, submitted = [], threading.Event()
 
     def first_already_answered() -> None:
+        assert submitted.wait(timeout=10)  # on the loop's thread: submit_many may not have returned yet
         futures[0].set_result("set by someone else")  # settling it again raises
         settle_ended()
 
     sender._settle_ended = first_already_answered
     futures += sender.submit_many([(f"http://example.test/{n}", b"{}", {}) for n in range(3)])
+    submitted.set()
     assert [future.result(timeout=10) for future in futures[1:]] == [
         http.HttpResult(200, 0, body=f"http://example.test/{n}") for n in (1, 2)
     ]
