@@ -142,9 +142,10 @@ def claim_due(
         lease_end = now + timedelta(seconds=settings.ASIRI_DELIVERY_LEASE)
         share = settings.ASIRI_SEND_CONCURRENCY_PER_ENDPOINT
         held_back = [subscription for subscription, n in busy.items() if n >= share] + list(throttled)
-        if held_back and only_ids is None:
+        if held_back and only_ids is None and connection.vendor == "postgresql":
             # Otherwise one endpoint's backlog could fill every candidate slot and starve the rest;
             # filtered on the due index, a held-back backlog would be read row by row in every claim.
+            # (PostgreSQL's SQL: the embedded default's SQLite, one machine's worth of work, filters instead.)
             rows = _due_elsewhere(now, held_back, limit=limit, room=_room(busy, share))
         else:
             # As many rows as free slots: a row locked but not taken is one that other workers skip for
