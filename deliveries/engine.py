@@ -23,7 +23,7 @@ from core.clock import database_now
 from deliveries import http, shutdown
 from deliveries.claims import LOST_ATTEMPT, Claimed, claim_due, seconds_until_due
 from deliveries.models import Attempt, Delivery
-from deliveries.outcomes import PumpStats, record_outcomes
+from deliveries.outcomes import PumpStats, reconnect_if_lost, record_outcomes
 from deliveries.signing import signature_header
 
 logger = logging.getLogger(__name__)
@@ -78,46 +78,63 @@ def pump(*, budget_seconds: float | None = None) -> PumpStats:
     # Sends ended since the last claim: an endpoint at its share has room for only that many, so a
     # claim made after every single completion would take one row per statement.
     ended_since_claim, claimed_at = 0, 0.0
-    while not shutdown.requested():
-        free = capacity - len(in_flight)
-        refill = free >= refill_at and (ended_since_claim >= refill_at or time.monotonic() - claimed_at >= FLUSH_TICK)
-        if time.monotonic() < deadline and (refill or not in_flight):
-            claimed = claim_due(limit=free, busy=busy, throttled=throttled)
-            ended_since_claim, claimed_at = 0, time.monotonic()
-            for future, item in zip(_submit_all(sender, claimed), claimed, strict=True):
-                in_flight[future] = item
-                ended.watch(future)
-                busy[item.delivery.subscription_id] += 1
-            total.max_in_flight = max(total.max_in_flight, len(in_flight))
-            if not in_flight and not claimed:
-                room_at = min(throttled.values(), default=None)
-                if room_at is None and (soon := seconds_until_due(within=LOOK_AHEAD)) is not None:
-                    room_at = time.monotonic() + soon
-                if room_at is not None and room_at < deadline:
-                    # Only rate-limited endpoints have work, or work falls due in a moment (a rate
-                    # schedule's next send time, a short retry): wait for it rather than for the
-                    # dispatcher, looking again often enough that new work elsewhere is not held up.
-                    time.sleep(min(max(0.0, room_at - time.monotonic()) + 0.001, THROTTLED_POLL))
+    try:
+        while not shutdown.requested():
+            free = capacity - len(in_flight)
+            refill = free >= refill_at and (
+                ended_since_claim >= refill_at or time.monotonic() - claimed_at >= FLUSH_TICK
+            )
+            if time.monotonic() < deadline and (refill or not in_flight):
+                claimed = claim_due(limit=free, busy=busy, throttled=throttled)
+                ended_since_claim, claimed_at = 0, time.monotonic()
+                for future, item in zip(_submit_all(sender, claimed), claimed, strict=True):
+                    in_flight[future] = item
+                    ended.watch(future)
+                    busy[item.delivery.subscription_id] += 1
+                total.max_in_flight = max(total.max_in_flight, len(in_flight))
+                if not in_flight and not claimed:
+                    room_at = min(throttled.values(), default=None)
+                    if room_at is None and (soon := seconds_until_due(within=LOOK_AHEAD)) is not None:
+                        room_at = time.monotonic() + soon
+                    if room_at is not None and room_at < deadline:
+                        # Only rate-limited endpoints have work, or work falls due in a moment (a rate
+                        # schedule's next send time, a short retry): wait for it rather than for the
+                        # dispatcher, looking again often enough that new work elsewhere is not held up.
+                        time.sleep(min(max(0.0, room_at - time.monotonic()) + 0.001, THROTTLED_POLL))
+                        continue
+                    idle_since = idle_since or time.monotonic()
+                    if time.monotonic() - idle_since >= IDLE_LINGER:
+                        return total
+                    time.sleep(FLUSH_TICK)
                     continue
-                idle_since = idle_since or time.monotonic()
-                if time.monotonic() - idle_since >= IDLE_LINGER:
-                    return total
-                time.sleep(FLUSH_TICK)
-                continue
-            idle_since = None
-        elif not in_flight:
-            total.reclaim = True
-            return total
-        done = ended.take(timeout=FLUSH_TICK)
-        ended_since_claim += len(done)
-        for future in done:
-            item = in_flight.pop(future)
-            busy[item.delivery.subscription_id] -= 1
-            finished.append((item, _outcome(future, item)))
-        # Outcomes are written in batches: fewer, larger statements, at most FLUSH_AGE late.
-        if finished and (len(finished) >= FLUSH_BATCH or not in_flight or time.monotonic() - flushed_at >= FLUSH_AGE):
-            total.add(record_outcomes(finished))
-            finished, flushed_at = [], time.monotonic()
+                idle_since = None
+            elif not in_flight:
+                total.reclaim = True
+                return total
+            done = ended.take(timeout=FLUSH_TICK)
+            ended_since_claim += len(done)
+            for future in done:
+                item = in_flight.pop(future)
+                busy[item.delivery.subscription_id] -= 1
+                finished.append((item, _outcome(future, item)))
+            # Outcomes are written in batches: fewer, larger statements, at most FLUSH_AGE late.
+            if finished and (
+                len(finished) >= FLUSH_BATCH or not in_flight or time.monotonic() - flushed_at >= FLUSH_AGE
+            ):
+                total.add(record_outcomes(finished))
+                finished, flushed_at = [], time.monotonic()
+    except Exception:
+        # A claim or a write failed in a way nothing here expects (a bug, an error no retry covers): the sends
+        # already in flight are still seen through and recorded, not left to wait out their leases and go out
+        # a second time.
+        logger.exception("the pump stopped on an error; finishing its %d sends in flight first", len(in_flight))
+        reconnect_if_lost()
+        try:
+            record_outcomes(finished)
+            _finish(in_flight)
+        except Exception:
+            logger.exception("could not record the sends in flight: they go again when their leases end")
+        raise
     total.add(record_outcomes(finished))
     total.add(_finish(in_flight))
     return total

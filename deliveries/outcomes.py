@@ -91,6 +91,7 @@ def record_outcomes(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStat
                 stats = _write_outcomes(outcomes)
     except DatabaseError:
         logger.warning("writing %d outcomes at once failed; writing them one by one", len(outcomes), exc_info=True)
+        reconnect_if_lost()
         stats = PumpStats()
         for outcome in outcomes:
             stats.add(_write_alone(outcome))
@@ -100,6 +101,14 @@ def record_outcomes(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStat
         {"succeeded": stats.succeeded, "retrying": stats.retrying, "failed": stats.failed},
     )
     return stats
+
+
+def reconnect_if_lost() -> None:
+    """Let the next statement open a new connection if the database dropped this one (a restart, a failover, a
+    terminated backend): Django reconnects only between requests and tasks, and a pump is one long task, so
+    every write left in it would fail on the dead connection and its deliveries wait out their leases."""
+    if not connection.in_atomic_block:
+        connection.close_if_unusable_or_obsolete()
 
 
 def _write_alone(outcome: tuple[Claimed, http.HttpResult]) -> PumpStats:

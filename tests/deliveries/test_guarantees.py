@@ -8,7 +8,7 @@ import time
 from collections import Counter
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 
 from deliveries.models import Attempt, Delivery, Event
 from deliveries.services import delivery_send_test, event_publish
@@ -107,6 +107,27 @@ FAULTS = {
     "recovers": (rx.fail_then(2, rx.respond(204)), 3, "succeeded", "HTTP 500"),
     "gone": (rx.respond(410), 1, "failed", "HTTP 410 Gone"),
 }
+
+
+def test_a_database_connection_cut_mid_send_costs_no_second_send(alice, make_subscription, empty_broker, tmp_path):
+    # Long leases: a delivery whose outcome was not recorded would stay in flight for the rest of the test.
+    env = {**FAST, "ASIRI_DELIVERY_LEASE": "120", "ASIRI_DELIVERY_TIMEOUT": "5"}
+    with rx.Receiver(delay=1.0) as receiver, celery_beat(tmp_path, **env), celery_worker(**env):
+        make_subscription(alice, url=receiver.url())
+        publish_many(alice, 20)
+        assert receiver.wait_for(5, timeout=30)
+        # Every connection of the worker's, as a database restart or a failover would, while its sends wait.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            assert cursor.fetchone()[0] >= 1
+        assert wait_until(lambda: Delivery.objects.filter(status="succeeded").count() == 20, timeout=40), Counter(
+            Delivery.objects.values_list("status", flat=True)
+        )
+    assert sorted(receiver.ids().values()) == [1] * 20
+    assert not Attempt.objects.exclude(error="").exists()
 
 
 def test_the_fault_matrix(alice, make_subscription, empty_broker, tmp_path):
