@@ -121,19 +121,20 @@ def pump(*, budget_seconds: float | None = None) -> PumpStats:
             if finished and (
                 len(finished) >= FLUSH_BATCH or not in_flight or time.monotonic() - flushed_at >= FLUSH_AGE
             ):
-                total.add(record_outcomes(finished))
-                finished, flushed_at = [], time.monotonic()
+                # Taken before writing: if the write raises after it committed, the except below must not repeat it.
+                batch, finished, flushed_at = finished, [], time.monotonic()
+                total.add(record_outcomes(batch))
     except Exception:
         # A claim or a write failed in a way nothing here expects (a bug, an error no retry covers): the sends
         # already in flight are still seen through and recorded, not left to wait out their leases and go out
         # a second time.
         logger.exception("the pump stopped on an error; finishing its %d sends in flight first", len(in_flight))
         reconnect_if_lost()
-        try:
-            record_outcomes(finished)
-            _finish(in_flight)
-        except Exception:
-            logger.exception("could not record the sends in flight: they go again when their leases end")
+        for settle, sends in ((record_outcomes, finished), (_finish, in_flight)):
+            try:
+                settle(sends)
+            except Exception:
+                logger.exception("could not record %d sends: they go again when their leases end", len(sends))
         raise
     total.add(record_outcomes(finished))
     total.add(_finish(in_flight))
@@ -167,6 +168,7 @@ def _finish(in_flight: dict[concurrent.futures.Future, Claimed]) -> PumpStats:
 
 def give_back(items: list[Claimed]) -> None:
     """Make claimed deliveries due again now, on the database's clock: a shutdown cut their attempts short."""
+    reconnect_if_lost()
     now = database_now()
     for item in items:
         elapsed = time.monotonic() - item.started

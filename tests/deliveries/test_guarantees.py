@@ -112,7 +112,7 @@ FAULTS = {
 def test_a_database_connection_cut_mid_send_costs_no_second_send(alice, make_subscription, empty_broker, tmp_path):
     # Long leases: a delivery whose outcome was not recorded would stay in flight for the rest of the test.
     env = {**FAST, "ASIRI_DELIVERY_LEASE": "120", "ASIRI_DELIVERY_TIMEOUT": "5"}
-    with rx.Receiver(delay=1.0) as receiver, celery_beat(tmp_path, **env), celery_worker(**env):
+    with rx.Receiver(delay=1.0) as receiver, celery_beat(tmp_path, **env), celery_worker(**env) as worker:
         make_subscription(alice, url=receiver.url())
         publish_many(alice, 20)
         assert receiver.wait_for(5, timeout=30)
@@ -128,6 +128,10 @@ def test_a_database_connection_cut_mid_send_costs_no_second_send(alice, make_sub
         )
     assert sorted(receiver.ids().values()) == [1] * 20
     assert not Attempt.objects.exclude(error="").exists()
+    # The cut reached a pump with sends out: its batch write failed and went one by one, or it stopped and
+    # finished them (which one depends on whether a claim or a write came first).
+    log = "".join(worker.lines)
+    assert "outcomes at once failed" in log or "the pump stopped on an error" in log, log[-3000:]
 
 
 def test_the_fault_matrix(alice, make_subscription, empty_broker, tmp_path):
