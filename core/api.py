@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Sequence
 from datetime import datetime
@@ -10,6 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core import signing
+from django.db import InterfaceError, OperationalError
 from django.db.models import Q, QuerySet
 from django.http import Http404
 from rest_framework import exceptions, serializers, status
@@ -142,16 +144,32 @@ class BoundedJSONParser(JSONParser):
         return data
 
 
+logger = logging.getLogger(__name__)
+
 UNAUTHENTICATED = "Missing or invalid API key."
+DATABASE_UNAVAILABLE = (
+    "The service is briefly unavailable (its database cannot be reached): try again in a few seconds."
+)
 
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     """DRF's handler, with one 404 body whatever was missing and 401s that name the Bearer scheme."""
     # Imported here: rest_framework.views reads the parser setting, which names this module.
     from rest_framework.views import exception_handler as drf_exception_handler
+    from rest_framework.views import set_rollback
 
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The database cannot be reached or gave up on the statement (a restart, a failover, a lost connection):
+        # nothing the client did, and worth trying again, as a 503 says; a 500 would read as a bug here.
+        logger.error(
+            "%s %s: the database is unavailable", context["request"].method, context["request"].path, exc_info=exc
+        )
+        set_rollback()
+        response = Response({"detail": DATABASE_UNAVAILABLE}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        response["Retry-After"] = "5"
+        return response
     response = drf_exception_handler(exc, context)
     if response is not None and response.status_code == status.HTTP_401_UNAUTHORIZED:
         # One body for a missing key and every kind of wrong one: the answer tells a caller nothing.

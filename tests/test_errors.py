@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterator
 
 import pytest
+import requests
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.http import HttpRequest, HttpResponse
 from django.test import Client
@@ -17,6 +18,10 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from django.utils import timezone
 
 from deliveries.models import Delivery, Event, Recovery
+from tenants.ids import random_token
+from tenants.models import KEY_PREFIX, parse_key
+from tests.support.canary import Canary
+from tests.support.processes import free_port, gunicorn, wait_until
 from webhooks.models import EventType, Subscription
 from webhooks.views import SubscriptionViewSet
 
@@ -230,3 +235,35 @@ def test_djangos_own_error_answers_are_json_under_v1_and_html_elsewhere(
     response = client.post("/admin/", "{}", content_type="application/json")
     assert response.status_code == html_status
     assert response["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.integration
+def test_the_api_answers_503_with_retry_after_while_its_database_cannot_be_reached():
+    closed = Canary()  # bound, never listening: PostgreSQL down, every connection refused
+    port = free_port()
+    database = f"postgres://postgres@127.0.0.1:{closed.port}/asiri"
+    with gunicorn(port, workers=1, DATABASE_URL=database) as web:
+        base = f"http://127.0.0.1:{port}"
+        assert wait_until(lambda: _answers(f"{base}/healthz"), timeout=30)
+        # Well formed, so authentication goes to the database to look it up.
+        well_formed = f"{KEY_PREFIX}{random_token(12)}_{random_token(40)}"
+        assert parse_key(well_formed)
+        key = {"Authorization": f"Bearer {well_formed}", "Content-Type": "application/json"}
+        answers = [
+            requests.get(f"{base}/v1/webhooks/subscriptions", headers=key, timeout=10),
+            requests.post(f"{base}/v1/events", headers=key, json={"type": "invoice.paid", "data": {}}, timeout=10),
+        ]
+        ready = requests.get(f"{base}/readyz", timeout=10)
+    for answer in answers:
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["Retry-After"] == "5" and "database" in answer.json()["detail"]
+    assert ready.status_code == 503
+    log = "".join(web.lines)
+    assert "the database is unavailable" in log and "Internal Server Error" not in log
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=5).status_code == 200
+    except requests.RequestException:
+        return False
