@@ -6,17 +6,18 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import Case, Value, When
 from django.db.models.expressions import RawSQL
 
 from core.clock import database_now
 from core.compiled import Compiled, compile_once
-from deliveries import http
+from deliveries import http, shutdown
 from deliveries.claims import Claimed
 from deliveries.metrics import count_outcomes
 from deliveries.models import (
@@ -35,6 +36,9 @@ from webhooks.models import Subscription
 logger = logging.getLogger(__name__)
 
 RECORD_TRIES = 3  # writes of one outcome, alone, before its delivery is ended instead
+# Seconds a batch of outcomes waits for a database that cannot be reached before it is written one by one: a
+# restart or a failover, not an outage (past it, the deliveries wait out their leases and go again).
+RECORD_WAIT = 30.0
 
 
 @dataclass
@@ -76,7 +80,8 @@ def describe_failure(result: http.HttpResult) -> str:
 def record_outcomes(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStats:
     """Write attempts and delivery states, in one batch if possible, else one by one.
 
-    One row that cannot be written must not cost the others their outcomes: when the batch fails,
+    A database that cannot be reached is waited for (_write_once_reachable). One row that cannot be written
+    must not cost the others their outcomes: when the batch fails,
     each outcome is written alone, up to RECORD_TRIES times, and a delivery whose outcome still
     cannot be written is ended `failed` with the reason (logged once) instead of waiting out its
     lease to be sent again.
@@ -84,22 +89,59 @@ def record_outcomes(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStat
     if not outcomes:
         return PumpStats()
     try:
-        if connection.vendor == "postgresql" and all(result.ok for _, result in outcomes):
-            stats = _write_successes_at_once(outcomes)
-        else:
-            with transaction.atomic():
-                stats = _write_outcomes(outcomes)
+        stats = _write_at_once(outcomes)
+    except (OperationalError, InterfaceError):
+        stats = _write_once_reachable(outcomes)
     except DatabaseError:
-        logger.warning("writing %d outcomes at once failed; writing them one by one", len(outcomes), exc_info=True)
-        reconnect_if_lost()
-        stats = PumpStats()
-        for outcome in outcomes:
-            stats.add(_write_alone(outcome))
+        stats = _write_one_by_one(outcomes)
     # Counted once the outcomes are committed, so metrics never run ahead of the database.
     count_outcomes(
         [result for _, result in outcomes],
         {"succeeded": stats.succeeded, "retrying": stats.retrying, "failed": stats.failed},
     )
+    return stats
+
+
+def _write_at_once(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStats:
+    if connection.vendor == "postgresql" and all(result.ok for _, result in outcomes):
+        return _write_successes_at_once(outcomes)
+    with transaction.atomic():
+        return _write_outcomes(outcomes)
+
+
+def _write_once_reachable(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStats:
+    """The database could not be reached, or dropped the statement (a restart, a failover, a deadlock): try the
+    batch again, reconnecting, for up to RECORD_WAIT seconds (less once a shutdown is under way) before writing
+    it one by one.
+
+    Written one by one at once, each outcome failed its RECORD_TRIES in milliseconds while PostgreSQL restarted:
+    the deliveries that a rare window let end were ended `failed` though their endpoints had answered, and the
+    rest waited out their leases to be sent again (a 2.5 s restart under load: 2 ended failed, 27 sent twice).
+    """
+    give_up_at = time.monotonic() + RECORD_WAIT
+    if shutdown.requested():
+        give_up_at = min(give_up_at, shutdown.deadline(settings.ASIRI_SHUTDOWN_SECONDS))
+    pause = 0.1
+    logger.warning("the database is unreachable; holding %d outcomes until it is back", len(outcomes), exc_info=True)
+    while time.monotonic() + pause < give_up_at:
+        time.sleep(pause)
+        pause = min(pause * 2, 2.0)
+        reconnect_if_lost()
+        try:
+            return _write_at_once(outcomes)
+        except (OperationalError, InterfaceError):
+            continue
+        except DatabaseError:
+            break
+    return _write_one_by_one(outcomes)
+
+
+def _write_one_by_one(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStats:
+    logger.warning("writing %d outcomes at once failed; writing them one by one", len(outcomes), exc_info=True)
+    reconnect_if_lost()
+    stats = PumpStats()
+    for outcome in outcomes:
+        stats.add(_write_alone(outcome))
     return stats
 
 

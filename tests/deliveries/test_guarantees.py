@@ -7,6 +7,7 @@ import itertools
 import time
 from collections import Counter
 
+import psycopg
 import pytest
 from django.db import connection, transaction
 
@@ -109,29 +110,53 @@ FAULTS = {
 }
 
 
-def test_a_database_connection_cut_mid_send_costs_no_second_send(alice, make_subscription, empty_broker, tmp_path):
+@pytest.mark.parametrize("outage", [0, 3], ids=["connections-cut", "down-3s"])
+def test_a_database_restart_mid_send_costs_no_second_send(alice, make_subscription, empty_broker, tmp_path, outage):
     # Long leases: a delivery whose outcome was not recorded would stay in flight for the rest of the test.
     env = {**FAST, "ASIRI_DELIVERY_LEASE": "120", "ASIRI_DELIVERY_TIMEOUT": "5"}
     with rx.Receiver(delay=1.0) as receiver, celery_beat(tmp_path, **env), celery_worker(**env) as worker:
         make_subscription(alice, url=receiver.url())
         publish_many(alice, 20)
         assert receiver.wait_for(5, timeout=30)
-        # Every connection of the worker's, as a database restart or a failover would, while its sends wait.
+        # As a restart or a failover does to the worker while its sends wait: every connection of its cut, and no
+        # new one taken for `outage` seconds (only this test run's database refuses them; this test keeps its own).
         with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-            assert cursor.fetchone()[0] >= 1
+            try:
+                if outage:
+                    allow_connections(False)
+                cursor.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+                assert cursor.fetchone()[0] >= 1
+                time.sleep(outage)
+            finally:
+                allow_connections(True)
         assert wait_until(lambda: Delivery.objects.filter(status="succeeded").count() == 20, timeout=40), Counter(
             Delivery.objects.values_list("status", flat=True)
         )
     assert sorted(receiver.ids().values()) == [1] * 20
     assert not Attempt.objects.exclude(error="").exists()
-    # The cut reached a pump with sends out: its batch write failed and went one by one, or it stopped and
-    # finished them (which one depends on whether a claim or a write came first).
+    # The cut reached a pump with sends out: its batch write waited for the database, or it stopped and finished
+    # them (which one depends on whether a claim or a write came first).
     log = "".join(worker.lines)
-    assert "outcomes at once failed" in log or "the pump stopped on an error" in log, log[-3000:]
+    assert "the database is unreachable" in log or "the pump stopped on an error" in log, log[-3000:]
+
+
+def allow_connections(allowed: bool) -> None:
+    """Let this test run's database take new connections, or not; said from another database, as PostgreSQL
+    requires."""
+    db = connection.settings_dict
+    with psycopg.connect(
+        host=db["HOST"] or "127.0.0.1",
+        port=db["PORT"] or 5432,
+        user=db["USER"] or "postgres",
+        dbname="postgres",
+        autocommit=True,
+    ) as admin:
+        admin.execute(
+            f"ALTER DATABASE {connection.ops.quote_name(db['NAME'])} ALLOW_CONNECTIONS {str(allowed).lower()}"
+        )
 
 
 def test_the_fault_matrix(alice, make_subscription, empty_broker, tmp_path):
