@@ -118,12 +118,16 @@ def _write_once_reachable(outcomes: list[tuple[Claimed, http.HttpResult]]) -> Pu
     the deliveries that a rare window let end were ended `failed` though their endpoints had answered, and the
     rest waited out their leases to be sent again (a 2.5 s restart under load: 2 ended failed, 27 sent twice).
     """
-    give_up_at = time.monotonic() + RECORD_WAIT
-    if shutdown.requested():
-        give_up_at = min(give_up_at, shutdown.deadline(settings.ASIRI_SHUTDOWN_SECONDS))
+    waited_until = time.monotonic() + RECORD_WAIT
+
+    def give_up_at() -> float:  # a shutdown may start while this waits
+        if shutdown.requested():
+            return min(waited_until, shutdown.deadline(settings.ASIRI_SHUTDOWN_SECONDS))
+        return waited_until
+
     pause = 0.1
     logger.warning("the database is unreachable; holding %d outcomes until it is back", len(outcomes), exc_info=True)
-    while time.monotonic() + pause < give_up_at:
+    while time.monotonic() + pause < give_up_at():
         time.sleep(pause)
         pause = min(pause * 2, 2.0)
         reconnect_if_lost()
