@@ -36,8 +36,8 @@ from webhooks.models import Subscription
 logger = logging.getLogger(__name__)
 
 RECORD_TRIES = 3  # writes of one outcome, alone, before its delivery is ended instead
-# Seconds a batch of outcomes waits for a database that cannot be reached before it is written one by one: a
-# restart or a failover, not an outage (past it, the deliveries wait out their leases and go again).
+# Seconds a batch of outcomes waits for a database that cannot be reached: a restart or a failover, not an
+# outage (past it, the deliveries wait out their leases and go again).
 RECORD_WAIT = 30.0
 
 
@@ -111,8 +111,8 @@ def _write_at_once(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStats
 
 def _write_once_reachable(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStats:
     """The database could not be reached, or dropped the statement (a restart, a failover, a deadlock): try the
-    batch again, reconnecting, for up to RECORD_WAIT seconds (less once a shutdown is under way) before writing
-    it one by one.
+    batch again, reconnecting, for up to RECORD_WAIT seconds (less once a shutdown is under way); one by one if
+    it then fails otherwise, left to the leases if the database is still gone.
 
     Written one by one at once, each outcome failed its RECORD_TRIES in milliseconds while PostgreSQL restarted:
     the deliveries that a rare window let end were ended `failed` though their endpoints had answered, and the
@@ -125,7 +125,7 @@ def _write_once_reachable(outcomes: list[tuple[Claimed, http.HttpResult]]) -> Pu
             return min(waited_until, shutdown.deadline(settings.ASIRI_SHUTDOWN_SECONDS))
         return waited_until
 
-    pause = 0.1
+    started, pause = time.monotonic(), 0.1
     logger.warning("the database is unreachable; holding %d outcomes until it is back", len(outcomes), exc_info=True)
     while time.monotonic() + pause < give_up_at():
         time.sleep(pause)
@@ -136,8 +136,15 @@ def _write_once_reachable(outcomes: list[tuple[Claimed, http.HttpResult]]) -> Pu
         except (OperationalError, InterfaceError):
             continue
         except DatabaseError:
-            break
-    return _write_one_by_one(outcomes)
+            return _write_one_by_one(outcomes)
+    # Written one by one they would fail the same way, each in milliseconds, or, in a moment's window, end
+    # `failed` a delivery whose endpoint answered: their leases send them again, as after a worker's death.
+    logger.error(
+        "the database stayed unreachable for %.0f s: %d deliveries are sent again when their leases end",
+        time.monotonic() - started,
+        len(outcomes),
+    )
+    return PumpStats(sent=len(outcomes))
 
 
 def _write_one_by_one(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStats:
