@@ -118,14 +118,13 @@ def _write_once_reachable(outcomes: list[tuple[Claimed, http.HttpResult]]) -> Pu
     the deliveries that a rare window let end were ended `failed` though their endpoints had answered, and the
     rest waited out their leases to be sent again (a 2.5 s restart under load: 2 ended failed, 27 sent twice).
     """
-    waited_until = time.monotonic() + RECORD_WAIT
+    started, pause = time.monotonic(), 0.1
 
     def give_up_at() -> float:  # a shutdown may start while this waits
         if shutdown.requested():
-            return min(waited_until, shutdown.deadline(settings.ASIRI_SHUTDOWN_SECONDS))
-        return waited_until
+            return min(started + RECORD_WAIT, shutdown.deadline(settings.ASIRI_SHUTDOWN_SECONDS))
+        return started + RECORD_WAIT
 
-    started, pause = time.monotonic(), 0.1
     logger.warning("the database is unreachable; holding %d outcomes until it is back", len(outcomes), exc_info=True)
     while time.monotonic() + pause < give_up_at():
         time.sleep(pause)

@@ -21,7 +21,7 @@ from deliveries.models import Delivery, Event, Recovery
 from tenants.ids import random_token
 from tenants.models import KEY_PREFIX, parse_key
 from tests.support.canary import Canary
-from tests.support.processes import free_port, gunicorn, wait_until
+from tests.support.processes import free_port, gunicorn, serves_healthz, wait_until
 from webhooks.models import EventType, Subscription
 from webhooks.views import SubscriptionViewSet
 
@@ -244,7 +244,7 @@ def test_the_api_answers_503_with_retry_after_while_its_database_cannot_be_reach
     database = f"postgres://postgres@127.0.0.1:{closed.port}/asiri"
     with gunicorn(port, workers=1, DATABASE_URL=database) as web:
         base = f"http://127.0.0.1:{port}"
-        assert wait_until(lambda: _answers(f"{base}/healthz"), timeout=30)
+        assert wait_until(lambda: serves_healthz(port), timeout=30)
         # Well formed, so authentication goes to the database to look it up.
         well_formed = f"{KEY_PREFIX}{random_token(12)}_{random_token(40)}"
         assert parse_key(well_formed)
@@ -260,10 +260,3 @@ def test_the_api_answers_503_with_retry_after_while_its_database_cannot_be_reach
     assert ready.status_code == 503
     log = "".join(web.lines)
     assert "the database is unavailable" in log and "Internal Server Error" not in log
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=5).status_code == 200
-    except requests.RequestException:
-        return False

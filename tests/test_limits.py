@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from tests.support.processes import free_port, gunicorn, wait_until
+from tests.support.processes import free_port, gunicorn, serves_healthz, wait_until
 
 TOO_LARGE = {"detail": "Request body is larger than 1000000 bytes."}
 
@@ -67,7 +67,7 @@ def test_gunicorn_answers_413_to_large_and_chunked_bodies_and_parses_small_chunk
     chunked = {**json_with_key, "Transfer-Encoding": "chunked"}
     port = free_port()
     with gunicorn(port, workers=1) as web:
-        assert wait_until(lambda: _up(port), timeout=30)
+        assert wait_until(lambda: serves_healthz(port), timeout=30)
         assert post(port, b" " * 20_000_000, json_with_key) == (413, TOO_LARGE)
         assert post(port, pieces(20_000_000), chunked) == (413, TOO_LARGE)
         assert post(port, pieces(1_048_576), chunked) == (413, TOO_LARGE)
@@ -77,15 +77,6 @@ def test_gunicorn_answers_413_to_large_and_chunked_bodies_and_parses_small_chunk
         assert _raw(port, b"Transfer-Encoding: chunked\r\n\r\nzz\r\nnot a chunk\r\n").startswith(b"HTTP/1.1 400")
     log = "".join(web.lines)
     assert "Traceback" not in log and '"level": "ERROR"' not in log and "RequestDataTooBig" not in log
-
-
-def _up(port: int) -> bool:
-    try:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        connection.request("GET", "/healthz")
-        return connection.getresponse().status == 200
-    except OSError:
-        return False
 
 
 def _raw(port: int, rest: bytes) -> bytes:

@@ -12,7 +12,7 @@ from django.test import RequestFactory
 
 from asiri.logs import JsonFormatter
 from asiri.proxies import client_address
-from tests.support.processes import free_port, gunicorn, wait_until
+from tests.support.processes import free_port, gunicorn, serves_healthz, wait_until
 from tests.support.settings import start
 
 PROXY = "10.0.0.2"
@@ -114,16 +114,9 @@ def test_gunicorn_takes_no_scheme_header_from_a_peer_that_is_not_a_trusted_proxy
     for trusted, taken_for_https in (("", []), ("127.0.0.1/32,::1/128", [True, False, False])):
         port = free_port()
         with gunicorn(port, workers=1, ASIRI_TRUSTED_PROXIES=trusted):
-            assert wait_until(lambda p=port: _answers(p), timeout=30)
+            assert wait_until(lambda p=port: serves_healthz(p), timeout=30)
             hsts = [_hsts(port, headers) for headers in forged]
         assert hsts == (taken_for_https or [False, False, False]), trusted
-
-
-def _answers(port: int) -> bool:
-    try:
-        return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
-    except requests.ConnectionError:
-        return False
 
 
 def _hsts(port: int, headers: dict[str, str]) -> bool:

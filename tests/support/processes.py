@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -162,6 +163,15 @@ class RedisProcess:
 
     def flushall(self) -> None:
         subprocess.run(["redis-cli", "-p", str(self.port), "FLUSHALL"], check=True, capture_output=True)
+
+
+def serves_healthz(port: int) -> bool:
+    """Whether a web process on 127.0.0.1:`port` answers its liveness probe yet."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
 
 
 def wait_until(predicate, timeout: float):

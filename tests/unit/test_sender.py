@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-import time
 
 import pytest
 
 from deliveries import http
+from tests.support.processes import wait_until
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def test_cancelling_a_send_in_flight_cancels_its_request(sender, monkeypatch):
     first, second = sender.submit_many([("http://example.test/a", b"{}", {}), ("http://example.test/b", b"{}", {})])
     assert entered.wait(timeout=10)
     assert first.cancel()
-    assert wait_for(lambda: outcomes == [("cancelled", "http://example.test/a")])
+    assert wait_until(lambda: outcomes == [("cancelled", "http://example.test/a")], timeout=10)
     sender.loop.call_soon_threadsafe(hold.set)
     assert second.result(timeout=10).ok
     assert first.cancelled() and outcomes[1:] == [("answered", "http://example.test/b")]
@@ -100,15 +100,6 @@ def test_one_future_that_cannot_be_settled_leaves_the_others_of_its_turn_settled
     assert [future.result(timeout=10) for future in futures[1:]] == [
         http.HttpResult(200, 0, body=f"http://example.test/{n}") for n in (1, 2)
     ]
-
-
-def wait_for(condition, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="uvloop does not run on Windows")
