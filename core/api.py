@@ -11,7 +11,6 @@ from typing import Any
 
 from django.conf import settings
 from django.core import signing
-from django.db import InterfaceError, OperationalError
 from django.db.models import Q, QuerySet
 from django.http import Http404
 from rest_framework import exceptions, serializers, status
@@ -20,6 +19,8 @@ from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
+
+from core.outages import DATABASE, DATABASE_UNREACHABLE
 
 
 class StrictCharField(serializers.CharField):
@@ -160,15 +161,15 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
 
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
-    if isinstance(exc, OperationalError | InterfaceError):
+    if isinstance(exc, DATABASE_UNREACHABLE):
         # The database cannot be reached or gave up on the statement (a restart, a failover, a lost connection):
         # nothing the client did, and worth trying again, as a 503 says; a 500 would read as a bug here.
-        logger.error(
-            "%s %s: the database is unavailable", context["request"].method, context["request"].path, exc_info=exc
-        )
+        DATABASE.failed(logger, f"{context['request'].method} {context['request'].path}", exc)
         set_rollback()
         response = Response({"detail": DATABASE_UNAVAILABLE}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         response["Retry-After"] = "5"
+        # Said by the outage's own lines: not again by django.request, an ERROR per request (log_response).
+        response._has_been_logged = True
         return response
     response = drf_exception_handler(exc, context)
     if response is not None and response.status_code == status.HTTP_401_UNAUTHORIZED:

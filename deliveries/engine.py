@@ -20,6 +20,7 @@ from django.db import transaction
 from django.db.models import F
 
 from core.clock import database_now
+from core.outages import DATABASE, DATABASE_UNREACHABLE
 from deliveries import http, shutdown
 from deliveries.claims import LOST_ATTEMPT, Claimed, claim_due, seconds_until_due
 from deliveries.models import Attempt, Delivery
@@ -124,11 +125,19 @@ def pump(*, budget_seconds: float | None = None) -> PumpStats:
                 # Taken before writing: if the write raises after it committed, the except below must not repeat it.
                 batch, finished, flushed_at = finished, [], time.monotonic()
                 total.add(record_outcomes(batch))
-    except Exception:
-        # A claim or a write failed in a way nothing here expects (a bug, an error no retry covers): the sends
-        # already in flight are still seen through and recorded, not left to wait out their leases and go out
-        # a second time.
-        logger.exception("the pump stopped on an error; finishing its %d sends in flight first", len(in_flight))
+    except Exception as exc:
+        # A claim or a write failed in a way nothing here expects (a bug, an error no retry covers), or the
+        # database went away (the task says so, through core.outages): the sends already in flight are still
+        # seen through and recorded, not left to wait out their leases and go out a second time.
+        if not isinstance(exc, DATABASE_UNREACHABLE):
+            logger.exception("the pump stopped on an error; finishing its %d sends in flight first", len(in_flight))
+        else:
+            # Said now, not when the task ends, which may be RECORD_WAIT later.
+            DATABASE.failed(logger, "pump", exc)
+            if in_flight or finished:
+                logger.warning(
+                    "the pump stopped; finishing its %d sends in flight first", len(in_flight) + len(finished)
+                )
         reconnect_if_lost()
         for settle, sends in ((record_outcomes, finished), (_finish, in_flight)):
             try:

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Case, Value, When
 from django.db.models.expressions import RawSQL
 
 from core.clock import database_now
 from core.compiled import Compiled, compile_once
+from core.outages import DATABASE_UNREACHABLE, summary
 from deliveries import http, shutdown
 from deliveries.claims import Claimed
 from deliveries.metrics import count_outcomes
@@ -90,8 +91,8 @@ def record_outcomes(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStat
         return PumpStats()
     try:
         stats = _write_at_once(outcomes)
-    except (OperationalError, InterfaceError):
-        stats = _write_once_reachable(outcomes)
+    except DATABASE_UNREACHABLE as exc:
+        stats = _write_once_reachable(outcomes, exc)
     except DatabaseError:
         stats = _write_one_by_one(outcomes)
     # Counted once the outcomes are committed, so metrics never run ahead of the database.
@@ -109,7 +110,7 @@ def _write_at_once(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStats
         return _write_outcomes(outcomes)
 
 
-def _write_once_reachable(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStats:
+def _write_once_reachable(outcomes: list[tuple[Claimed, http.HttpResult]], error: DatabaseError) -> PumpStats:
     """The database could not be reached, or dropped the statement (a restart, a failover, a deadlock): try the
     batch again, reconnecting, for up to RECORD_WAIT seconds (less once a shutdown is under way); one by one if
     it then fails otherwise, left to the leases if the database is still gone.
@@ -125,14 +126,16 @@ def _write_once_reachable(outcomes: list[tuple[Claimed, http.HttpResult]]) -> Pu
             return min(started + RECORD_WAIT, shutdown.deadline(settings.ASIRI_SHUTDOWN_SECONDS))
         return started + RECORD_WAIT
 
-    logger.warning("the database is unreachable; holding %d outcomes until it is back", len(outcomes), exc_info=True)
+    logger.warning(
+        "the database cannot be reached; holding %d outcomes until it answers (%s)", len(outcomes), summary(error)
+    )
     while time.monotonic() + pause < give_up_at():
         time.sleep(pause)
         pause = min(pause * 2, 2.0)
         reconnect_if_lost()
         try:
             return _write_at_once(outcomes)
-        except (OperationalError, InterfaceError):
+        except DATABASE_UNREACHABLE:
             continue
         except DatabaseError:
             return _write_one_by_one(outcomes)

@@ -1,14 +1,19 @@
 """Celery tasks: thin, idempotent, each calling one function. Enqueued after commit.
 
 Each logs what it did, and nothing when it did nothing: Celery's own line per task is silenced (settings
-_celery_chatter), since the dispatcher runs every second.
+_celery_chatter), since the dispatcher runs every second. A database that cannot be reached is said by
+core.outages, not by a traceback from each task: none of these needs retrying, since the dispatcher wakes
+pumps and recoveries again for whatever is due once the database answers.
 """
 
+import functools
 import logging
+from collections.abc import Callable
 
 from celery import shared_task
 
 from core.clock import database_now
+from core.outages import DATABASE, DATABASE_UNREACHABLE
 from deliveries import shutdown, wakeups
 from deliveries.engine import pump, send_now
 from deliveries.models import deliveries_release_stranded
@@ -18,7 +23,22 @@ from deliveries.services import deliveries_dispatch, deliveries_purge_expired
 logger = logging.getLogger(__name__)
 
 
+def _through_outages(task: Callable[..., str]) -> Callable[..., str]:
+    @functools.wraps(task)
+    def run(*args, **kwargs) -> str:
+        try:
+            said = task(*args, **kwargs)
+        except DATABASE_UNREACHABLE as exc:
+            DATABASE.failed(logger, task.__name__, exc)
+            return f"{task.__name__}: the database cannot be reached"
+        DATABASE.ended(logger)
+        return said
+
+    return run
+
+
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+@_through_outages
 def deliver() -> str:
     """A wake-up: send what is due, until nothing is, the time budget ends or the worker stops."""
     stats = pump()
@@ -28,6 +48,7 @@ def deliver() -> str:
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+@_through_outages
 def deliver_now(delivery_ids: list[str]) -> str:
     """Test sends and redeliveries, on their own queue (ASIRI_PRIORITY_QUEUE): never behind a backlog."""
     stats = send_now(delivery_ids)
@@ -35,24 +56,28 @@ def deliver_now(delivery_ids: list[str]) -> str:
 
 
 @shared_task(ignore_result=True)
+@_through_outages
 def dispatch() -> str:
     due = deliveries_dispatch()
     return _said(f"dispatcher: {due} due", due)
 
 
 @shared_task(ignore_result=True)
+@_through_outages
 def release_waiting() -> str:
     released = deliveries_release_stranded(database_now())
     return _said(f"waiting deliveries released: {released}", released)
 
 
 @shared_task(ignore_result=True)
+@_through_outages
 def purge_expired() -> str:
     removed = deliveries_purge_expired()
     return _said(f"deliveries removed past the retention period: {removed}", removed)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+@_through_outages
 def recover(recovery_id: str) -> str:
     recovery = recovery_run(recovery_id=recovery_id)
     if recovery is None:
