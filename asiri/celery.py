@@ -1,7 +1,9 @@
+import logging
 import os
 
 from celery import Celery
 from celery.signals import (
+    after_task_publish,
     setup_logging,
     task_prerun,
     worker_process_init,
@@ -13,6 +15,8 @@ from celery.signals import (
 from deliveries import shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "asiri.settings")
+
+logger = logging.getLogger(__name__)
 
 app = Celery("asiri")
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -30,6 +34,14 @@ def _log_as_django_does(**kwargs) -> None:
     from django.utils.log import configure_logging
 
     configure_logging(settings.LOGGING_CONFIG, settings.LOGGING)
+
+
+@after_task_publish.connect
+def _the_broker_answers(**kwargs) -> None:
+    """A task went out: if this process had found the broker gone (beat, /readyz), that is over."""
+    from core.outages import BROKER
+
+    BROKER.ended(logger)
 
 
 @worker_ready.connect

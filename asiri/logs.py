@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from django.http import HttpRequest, HttpResponse
 
 from asiri.proxies import client_address
+from core.outages import BROKER
 
 FIELDS = (
     "request_id",
@@ -35,6 +36,7 @@ FIELDS = (
 )
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 request_log = logging.getLogger("asiri.requests")
+beat_log = logging.getLogger("asiri.beat")
 
 
 class JsonFormatter(logging.Formatter):
@@ -56,6 +58,19 @@ class BeatSendingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not (record.levelno < logging.WARNING and str(record.msg).startswith("Scheduler: Sending due task"))
+
+
+class BeatOutageFilter(logging.Filter):
+    """Beat's error for each task it could not send, a traceback every second or two while the broker is away,
+    becomes the broker's outage lines (core.outages): once when it starts, once a minute, and once when a task
+    is sent again (asiri.celery)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and str(record.msg).startswith("Message Error"):
+            error = record.exc_info[1] if record.exc_info else None
+            BROKER.failed(beat_log, "beat", error or Exception(record.getMessage().splitlines()[0]))
+            return False
+        return True
 
 
 class RequestLogMiddleware:

@@ -166,6 +166,10 @@ CELERY_BEAT_SCHEDULER = "celery.beat:Scheduler"
 # A Redis outage can last longer than Celery's default 100 reconnection tries: workers and beat wait it out.
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Kept as Celery 5 has it, named so its warning at every lost broker connection goes: a pump that loses the
+# broker mid-send sees its requests through and records them (the rows are the truth, not the message);
+# cancelled, its sends would wait out their leases and go a second time.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 
 # --- Webhooks ---------------------------------------------------------------------------
 ASIRI_ALLOW_PRIVATE_URLS = env_bool("ASIRI_ALLOW_PRIVATE_URLS", False)
@@ -337,7 +341,6 @@ _warnings_up = max(_log_level, "WARNING", key=_LOG_LEVELS.index)
 _celery_chatter = {
     "celery.worker.strategy": {"level": _warnings_up},
     "celery.app.trace": {"level": _warnings_up},
-    "celery.beat": {"filters": ["beat_sending"]},
 }
 LOGGING = {
     "version": 1,
@@ -346,11 +349,15 @@ LOGGING = {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {"()": "asiri.logs.JsonFormatter"},
     },
-    "filters": {"beat_sending": {"()": "asiri.logs.BeatSendingFilter"}},
+    "filters": {
+        "beat_sending": {"()": "asiri.logs.BeatSendingFilter"},
+        "beat_outage": {"()": "asiri.logs.BeatOutageFilter"},
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": _log_format}},
     "root": {"handlers": ["console"], "level": _log_level},
     "loggers": {
         **(_celery_chatter if _log_level != "DEBUG" else {}),
+        "celery.beat": {"filters": ["beat_outage"] + (["beat_sending"] if _log_level != "DEBUG" else [])},
         # The worker pool's own logger (billiard) does not propagate: without a handler of its own, a pool
         # process's error would reach stderr as bare text, outside the JSON lines.
         "multiprocessing": {"handlers": ["console"], "level": _warnings_up, "propagate": False},

@@ -133,3 +133,11 @@ def test_a_redis_outage_keeps_the_api_answering_and_loses_no_event(tmp_path):
         assert len(ids) == len(set(ids)) == 30
         assert set(ids) == set(invoices.values_list("id", flat=True))
         assert all(deployed.alive().values()), deployed.logs()
+        # Said once, not a stack for every task beat could not send; and seen to end (core.outages).
+        assert wait_until(lambda: "the broker answers again" in deployed.log("beat"), 30), deployed.log("beat")
+        beat = deployed.log("beat")
+        assert "Message Error" not in beat and beat.count("beat: the broker cannot be reached: Error 111") == 1, beat
+        for name in ("worker", "priority"):
+            log = deployed.log(name)
+            assert "Connection to broker lost" in log, log  # the outage reached it
+            assert "Traceback" not in log and "CPendingDeprecationWarning" not in log, log
