@@ -36,7 +36,7 @@ FIELDS = (
 )
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 request_log = logging.getLogger("asiri.requests")
-beat_log = logging.getLogger("asiri.beat")
+celery_log = logging.getLogger("asiri.celery")  # asiri/celery.py's, which this module must not import
 
 
 class JsonFormatter(logging.Formatter):
@@ -63,12 +63,12 @@ class BeatSendingFilter(logging.Filter):
 class BeatOutageFilter(logging.Filter):
     """Beat's error for each task it could not send, a traceback every second or two while the broker is away,
     becomes the broker's outage lines (core.outages): once when it starts, once a minute, and once when a task
-    is sent again (asiri.celery)."""
+    is sent again (asiri.celery). Before any task was sent, asiri.celery.Scheduler says it instead."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno >= logging.ERROR and str(record.msg).startswith("Message Error"):
             error = record.exc_info[1] if record.exc_info else None
-            BROKER.failed(beat_log, "beat", error or Exception(record.getMessage().splitlines()[0]))
+            BROKER.failed(celery_log, "beat", error or Exception(record.getMessage().splitlines()[0]))
             return False
         return True
 

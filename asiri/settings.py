@@ -162,7 +162,7 @@ CELERY_TASK_ROUTES = {"deliveries.tasks.deliver_now": {"queue": ASIRI_PRIORITY_Q
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Beat keeps its schedule in memory: every entry is an interval that is safe to run again at start,
 # and a schedule file would be one more thing a fresh deploy has to create (and one more place to lose).
-CELERY_BEAT_SCHEDULER = "celery.beat:Scheduler"
+CELERY_BEAT_SCHEDULER = "asiri.celery:Scheduler"  # Celery's in-memory one, reconnecting every second
 # A Redis outage can last longer than Celery's default 100 reconnection tries: workers and beat wait it out.
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False

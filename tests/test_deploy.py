@@ -67,9 +67,14 @@ def test_a_fresh_clone_deployed_from_the_procfile_delivers_retries_and_serves_it
             for asset in assets:
                 assert deployed.get(asset).status_code == 200, (page, asset)
 
-        metrics = deployed.get("/metrics").text
-        pulse = float(re.search(r"^asiri_dispatcher_last_run_age_seconds (\S+)$", metrics, re.M).group(1))
-        assert pulse < 5, pulse
+        # Beat's dispatcher runs and leaves its pulse. The one pool process runs it once its pump, which made the
+        # retries itself as they fell due, has stopped: with workers that start in a moment (no mingle), not always
+        # before this line.
+        def pulse() -> float:
+            metrics = deployed.get("/metrics").text
+            return float(re.search(r"^asiri_dispatcher_last_run_age_seconds (\S+)$", metrics, re.M).group(1))
+
+        assert wait_until(lambda: pulse() < 5, timeout=10), (pulse(), deployed.logs())
         assert all(deployed.alive().values()), deployed.logs()
         logs = deployed.logs()
         assert "Traceback" not in logs and '"level": "ERROR"' not in logs, logs
@@ -136,7 +141,8 @@ def test_a_redis_outage_keeps_the_api_answering_and_loses_no_event(tmp_path):
         # Said once, not a stack for every task beat could not send; and seen to end (core.outages).
         assert wait_until(lambda: "the broker answers again" in deployed.log("beat"), 30), deployed.log("beat")
         beat = deployed.log("beat")
-        assert "Message Error" not in beat and beat.count("beat: the broker cannot be reached: Error 111") == 1, beat
+        assert "Message Error" not in beat and "Trying again" not in beat, beat
+        assert beat.count("beat: the broker cannot be reached") == 1 and "Error 111 connecting" in beat, beat
         for name in ("worker", "priority"):
             log = deployed.log(name)
             assert "Connection to broker lost" in log, log  # the outage reached it

@@ -10,6 +10,8 @@ from collections import Counter
 
 import psycopg
 import pytest
+import redis as redis_client
+from django.conf import settings
 from django.db import connection, transaction
 
 from deliveries.models import Attempt, Delivery, Event
@@ -76,6 +78,21 @@ def test_a_flushed_and_restarted_broker_loses_nothing(alice, make_subscription, 
             assert wait_until(lambda: len(receiver.ids()) >= 500, timeout=60), len(receiver.ids())
             assert wait_until(lambda: all_final(500), timeout=20)
     assert Delivery.objects.filter(status="succeeded").count() == 500
+
+
+def test_beat_started_while_the_broker_is_away_sends_within_a_second_or_two_of_its_return(tmp_path):
+    with redis_server(tmp_path) as redis:
+        redis.stop()
+        with celery_beat(tmp_path, **FAST, CELERY_BROKER_URL=redis.url) as beat:
+            # Celery's own scheduler tries again after 2, 4, 6 … s: from about 12 s on, its next try is 8 s away.
+            time.sleep(12)
+            redis.start()
+            queued = lambda: redis_client.Redis(port=redis.port).llen(settings.CELERY_TASK_DEFAULT_QUEUE)  # noqa: E731
+            assert wait_until(lambda: queued() > 0, timeout=4), "".join(beat.lines)[-3000:]
+            assert wait_until(lambda: "the broker answers again" in "".join(beat.lines), timeout=5)
+    log = "".join(beat.lines)
+    assert log.count("the broker cannot be reached") == 1 and "Trying again" not in log, log[-3000:]
+    assert f"Error 111 connecting to 127.0.0.1:{redis.port}" in log, log[-3000:]
 
 
 def test_an_event_published_in_a_rolled_back_transaction_is_never_sent(alice, make_subscription, empty_broker):
