@@ -170,6 +170,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # broker mid-send sees its requests through and records them (the rows are the truth, not the message);
 # cancelled, its sends would wait out their leases and go a second time.
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
+CELERY_WORKER_CONSUMER = "asiri.celery:Consumer"  # Celery's, reconnecting every second
 
 # --- Webhooks ---------------------------------------------------------------------------
 ASIRI_ALLOW_PRIVATE_URLS = env_bool("ASIRI_ALLOW_PRIVATE_URLS", False)

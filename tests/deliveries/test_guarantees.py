@@ -95,6 +95,26 @@ def test_beat_started_while_the_broker_is_away_sends_within_a_second_or_two_of_i
     assert f"Error 111 connecting to 127.0.0.1:{redis.port}" in log, log[-3000:]
 
 
+def test_a_worker_delivers_within_a_second_or_two_of_its_broker_returning(
+    alice, make_subscription, empty_broker, tmp_path
+):
+    with redis_server(tmp_path) as redis, rx.Receiver() as receiver:
+        env = {**FAST, "CELERY_BROKER_URL": redis.url}
+        make_subscription(alice, url=receiver.url())
+        with celery_beat(tmp_path, **env), celery_worker(**env) as worker:
+            redis.stop()
+            # Published through the suite's broker, which no worker here reads: only the dispatcher sends it.
+            publish_many(alice, 1)
+            # Celery's consumer tries again after 2, 4, 6 … s: from about 12 s on, its next try is 8 s away.
+            time.sleep(13)
+            redis.start()
+            assert receiver.wait_for(1, timeout=5), "".join(worker.lines)[-3000:]
+            assert wait_until(lambda: "the broker answers again" in "".join(worker.lines), timeout=5)
+    log = "".join(worker.lines)
+    assert log.count("the broker cannot be reached") == 1 and "Trying again in" not in log, log[-3000:]
+    assert "Traceback" not in log and "CPendingDeprecationWarning" not in log, log[-3000:]
+
+
 def test_an_event_published_in_a_rolled_back_transaction_is_never_sent(alice, make_subscription, empty_broker):
     with rx.Receiver() as receiver, celery_worker(**FAST):
         make_subscription(alice, url=receiver.url())
