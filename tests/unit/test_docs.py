@@ -4,14 +4,18 @@ file, and every test a doc cites (`tests/…py::test_…`, or `::test_…` after
 from __future__ import annotations
 
 import importlib
+import json
 import re
 from pathlib import Path
 
 import pytest
 
+from webhooks.catalog import data_errors
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = sorted([ROOT / "README.md", *ROOT.joinpath("docs").glob("*.md"), ROOT / "bench" / "RESULTS.md"])
 PACKAGES = ("asiri", "core", "tenants", "webhooks", "deliveries")
+CATALOG = ROOT / "webhooks" / "fixtures" / "event_types.json"
 
 
 def resolve(dotted: str) -> bool:
@@ -84,3 +88,40 @@ def test_the_checks_find_what_they_look_for():
     assert listed_names(text) == {"deliveries.services.event_publish"}
     assert cited_tests(text) == {("tests/test_health.py", None), ("tests/test_health.py", "test_x")}
     assert not resolve("deliveries.services.delivery_attempt")
+
+
+# A `curl` to `POST /v1/events` (or `/batch`) and its `-d` body, single-quoted or double-quoted with \" inside,
+# over the lines a trailing backslash continues.
+PUBLISH = re.compile(
+    r"curl (?:[^\n]|\\\n)*?/v1/events(?:/batch)?\b(?:[^\n]|\\\n)*?"
+    r"-d (?:'(?P<single>[^']*)'|\"(?P<double>(?:\\.|[^\"\\])*)\")"
+)
+
+
+def published_events(text: str) -> list[dict]:
+    """The events each README `curl` publishes, a shell variable (`$1`) read as the number 1."""
+    events = []
+    for match in PUBLISH.finditer(text):
+        body = match["single"] if match["single"] is not None else match["double"].replace('\\"', '"')
+        body = json.loads(re.sub(r"\$(?:\{\w+\}|\w+)", "1", body))
+        events += body.get("events", [body])
+    return events
+
+
+def test_every_event_the_readme_publishes_is_one_the_shipped_catalog_accepts():
+    # `make run` loads this catalog, so a walk-through whose events break it gets a 400 at each publish.
+    catalog = {entry["name"]: entry["schema"] for entry in json.loads(CATALOG.read_text())}
+    events = published_events((ROOT / "README.md").read_text())
+    assert len(events) >= 2, events  # the first walk-through and the outage one
+    for event in events:
+        assert event["type"] in catalog, event
+        assert data_errors(catalog[event["type"]], event["data"]) == [], event
+
+
+def test_the_publish_finder_reads_both_quotings():
+    text = (
+        'curl -s -X POST http://h/v1/events -H x \\\n  -d \'{"type": "a.b", "data": {"k": 2}}\'\n'
+        'publish() { curl -s -X POST http://h/v1/events/batch -d "{\\"events\\": [{\\"type\\": \\"c.d\\", '
+        '\\"data\\": {\\"n\\": $1}}]}"; echo; }\n'
+    )
+    assert published_events(text) == [{"type": "a.b", "data": {"k": 2}}, {"type": "c.d", "data": {"n": 1}}]
