@@ -37,8 +37,8 @@ from webhooks.models import Subscription
 logger = logging.getLogger(__name__)
 
 RECORD_TRIES = 3  # writes of one outcome, alone, before its delivery is ended instead
-# Seconds a batch of outcomes waits for a database that cannot be reached: a restart or a failover, not an
-# outage (past it, the deliveries wait out their leases and go again).
+# Seconds a batch of outcomes waits at least for a database that cannot be reached, and longer while the
+# deliveries' leases run (_held_until); past that they go again once the database is back.
 RECORD_WAIT = 30.0
 
 
@@ -112,8 +112,8 @@ def _write_at_once(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStats
 
 def _write_once_reachable(outcomes: list[tuple[Claimed, http.HttpResult]], error: DatabaseError) -> PumpStats:
     """The database could not be reached, or dropped the statement (a restart, a failover, a deadlock): try the
-    batch again, reconnecting, for up to RECORD_WAIT seconds (less once a shutdown is under way); one by one if
-    it then fails otherwise, left to the leases if the database is still gone.
+    batch again, reconnecting, until _held_until (sooner once a shutdown is under way); one by one if it then
+    fails otherwise, left to the leases if the database is still gone.
 
     Written one by one at once, each outcome failed its RECORD_TRIES in milliseconds while PostgreSQL restarted:
     the deliveries that a rare window let end were ended `failed` though their endpoints had answered, and the
@@ -121,10 +121,12 @@ def _write_once_reachable(outcomes: list[tuple[Claimed, http.HttpResult]], error
     """
     started, pause = time.monotonic(), 0.1
 
+    held_until = _held_until(outcomes, started)
+
     def give_up_at() -> float:  # a shutdown may start while this waits
         if shutdown.requested():
-            return min(started + RECORD_WAIT, shutdown.deadline(settings.ASIRI_SHUTDOWN_SECONDS))
-        return started + RECORD_WAIT
+            return min(held_until, shutdown.deadline(settings.ASIRI_SHUTDOWN_SECONDS))
+        return held_until
 
     logger.warning(
         "the database cannot be reached; holding %d outcomes until it answers (%s)", len(outcomes), summary(error)
@@ -147,6 +149,19 @@ def _write_once_reachable(outcomes: list[tuple[Claimed, http.HttpResult]], error
         len(outcomes),
     )
     return PumpStats(sent=len(outcomes))
+
+
+def _held_until(outcomes: list[tuple[Claimed, http.HttpResult]], started: float) -> float:
+    """When a batch waiting for the database gives up (monotonic): RECORD_WAIT after its first failure, or when
+    the last of its deliveries' leases ends, whichever is later.
+
+    No other worker takes a delivery before its lease ends, so an outcome written by then is never sent again:
+    a managed database's failover (a minute or two) costs no second send with the default 120 s lease, where a
+    30 s wait alone sent every delivery in flight twice. The wait holds nothing else up: without the database no
+    claim or write could be made anyway.
+    """
+    last_lease_end = max(claimed.started for claimed, _ in outcomes) + settings.ASIRI_DELIVERY_LEASE
+    return max(started + RECORD_WAIT, last_lease_end)
 
 
 def _write_one_by_one(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStats:
