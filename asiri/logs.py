@@ -15,10 +15,12 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import kombu.exceptions
+import redis.exceptions
 from django.http import HttpRequest, HttpResponse
 
 from asiri.proxies import client_address
-from core.outages import BROKER
+from core.outages import BROKER, DATABASE
 
 FIELDS = (
     "request_id",
@@ -66,11 +68,22 @@ class BeatOutageFilter(logging.Filter):
     is sent again (asiri.celery). Before any task was sent, asiri.celery.Scheduler says it instead."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.ERROR and str(record.msg).startswith("Message Error"):
-            error = record.exc_info[1] if record.exc_info else None
-            BROKER.failed(celery_log, "beat", error or Exception(record.getMessage().splitlines()[0]))
+        error = record.exc_info[1] if record.exc_info else None
+        if str(record.msg).startswith("Message Error") and error is not None and _lost_broker(error):
+            BROKER.failed(celery_log, "beat", error)
             return False
-        return True
+        return True  # any other error beat could not send a task for keeps its traceback
+
+
+def _lost_broker(error: BaseException) -> bool:
+    """Whether beat's SchedulingError was caused by a broker it could not reach (kombu's connection error, a
+    socket's), not by the task or its arguments."""
+    seen = error.__cause__ or error.__context__
+    while seen is not None:
+        if isinstance(seen, kombu.exceptions.OperationalError | redis.exceptions.ConnectionError | OSError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class RequestLogMiddleware:
@@ -85,6 +98,9 @@ class RequestLogMiddleware:
         request.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
         response = self.get_response(request)
         response["X-Request-ID"] = request.request_id
+        if request.path.startswith("/v1/") and 200 <= response.status_code < 300:
+            # Every API call that succeeds looked its key up in the database: an outage this process saw is over.
+            DATABASE.ended(request_log)
         if request.path.startswith("/v1/"):
             principal = getattr(request, "user", None)  # DRF sets the API key here once authenticated
             request_log.info(

@@ -166,9 +166,9 @@ CELERY_BEAT_SCHEDULER = "asiri.celery:Scheduler"  # Celery's in-memory one, reco
 # A Redis outage can last longer than Celery's default 100 reconnection tries: workers and beat wait it out.
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-# Kept as Celery 5 has it, named so its warning at every lost broker connection goes: a pump that loses the
-# broker mid-send sees its requests through and records them (the rows are the truth, not the message);
-# cancelled, its sends would wait out their leases and go a second time.
+# Kept as Celery 5 has it, before Celery 6 turns it on: a pump that loses the broker mid-send sees its requests
+# through and records them (the rows are the truth, not the message); cancelled, its sends would wait out their
+# leases and go a second time. (Celery warns of the change anyway: asiri.celery filters that warning.)
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_WORKER_CONSUMER = "asiri.celery:Consumer"  # Celery's, reconnecting every second
 

@@ -20,7 +20,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
-from core.outages import DATABASE, DATABASE_UNREACHABLE
+from core.outages import DATABASE, DATABASE_TRANSIENT, unreachable
 
 
 class StrictCharField(serializers.CharField):
@@ -161,14 +161,18 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
 
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
-    if isinstance(exc, DATABASE_UNREACHABLE):
-        # The database cannot be reached or gave up on the statement (a restart, a failover, a lost connection):
-        # nothing the client did, and worth trying again, as a 503 says; a 500 would read as a bug here.
-        DATABASE.failed(logger, f"{context['request'].method} {context['request'].path}", exc)
+    if isinstance(exc, DATABASE_TRANSIENT):
+        # The database cannot be reached or gave up on the statement (a restart, a failover, a lost connection, a
+        # deadlock): nothing the client did, and worth trying again, as a 503 says; a 500 would read as a bug here.
+        where = f"{context['request'].method} {context['request'].path}"
+        if unreachable(exc):
+            DATABASE.failed(logger, where, exc)
+        else:
+            logger.error("%s: the database gave up on the statement", where, exc_info=exc)
         set_rollback()
         response = Response({"detail": DATABASE_UNAVAILABLE}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         response["Retry-After"] = "5"
-        # Said by the outage's own lines: not again by django.request, an ERROR per request (log_response).
+        # Said above: not again by django.request, an ERROR per request (log_response).
         response._has_been_logged = True
         return response
     response = drf_exception_handler(exc, context)

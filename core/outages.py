@@ -14,10 +14,15 @@ import threading
 import time
 from collections.abc import Callable
 
+import psycopg
 from django.db import InterfaceError, OperationalError
 
-# What a database that cannot be reached, or that dropped the connection, raises through Django.
-DATABASE_UNREACHABLE = (OperationalError, InterfaceError)
+# What a database raises, through Django, for a statement worth trying again: it could not be reached, it
+# dropped the connection, or it gave up on the statement (a deadlock, a timeout). Only the first two are an
+# outage (`unreachable`); the others are logged as what they are.
+DATABASE_TRANSIENT = (OperationalError, InterfaceError)
+# PostgreSQL's codes for a connection lost or refused: class 08, and the server shutting down or starting.
+_CONNECTION_STATES = ("08", "57P01", "57P02", "57P03")
 # While an outage lasts, a line at most this often; a failure after this long without one starts a new outage.
 REPEAT_SECONDS = 60.0
 
@@ -26,6 +31,18 @@ def summary(error: BaseException) -> str:
     """The error on one line, as psycopg and kombu word it: the server, the port and its answer."""
     text = " ".join(str(error).split()) or type(error).__name__
     return text if len(text) <= 300 else text[:299] + "…"
+
+
+def unreachable(error: BaseException) -> bool:
+    """Whether a database error says the server could not be reached or dropped the connection, rather than
+    that it refused one statement (a deadlock, a timeout, a full disk) or SQLite's file said no."""
+    if isinstance(error, InterfaceError):  # Django's, on a connection already closed
+        return True
+    cause = error.__cause__ if isinstance(error, OperationalError) else None
+    if not isinstance(cause, psycopg.Error):
+        return False
+    # psycopg gives no code when it could not talk to the server at all: a refused or lost connection.
+    return cause.sqlstate is None or cause.sqlstate.startswith(_CONNECTION_STATES)
 
 
 class Outage:
@@ -40,6 +57,7 @@ class Outage:
         self._said_at = 0.0
         self._unsaid = 0  # failures since the last line
         self._failures = 0
+        self.failure_count = 0  # every failure this process saw, never reset: a caller can tell if it added one
 
     def failed(self, log: logging.Logger, where: str, error: BaseException) -> None:
         """Count a failure to reach it; log a line if it starts an outage or the last line is a minute old."""
@@ -50,6 +68,7 @@ class Outage:
                 self._since, self._failures, self._unsaid = now, 0, 0
             self._last_failure = now
             self._failures += 1
+            self.failure_count += 1
             if not starts and now - self._said_at < REPEAT_SECONDS:
                 self._unsaid += 1
                 return

@@ -20,7 +20,7 @@ from django.db import transaction
 from django.db.models import F
 
 from core.clock import database_now
-from core.outages import DATABASE, DATABASE_UNREACHABLE
+from core.outages import DATABASE, unreachable
 from deliveries import http, shutdown
 from deliveries.claims import LOST_ATTEMPT, Claimed, claim_due, seconds_until_due
 from deliveries.models import Attempt, Delivery
@@ -129,7 +129,7 @@ def pump(*, budget_seconds: float | None = None) -> PumpStats:
         # A claim or a write failed in a way nothing here expects (a bug, an error no retry covers), or the
         # database went away (the task says so, through core.outages): the sends already in flight are still
         # seen through and recorded, not left to wait out their leases and go out a second time.
-        if not isinstance(exc, DATABASE_UNREACHABLE):
+        if not unreachable(exc):
             logger.exception("the pump stopped on an error; finishing its %d sends in flight first", len(in_flight))
         else:
             # Said now, not when the task ends, which may be RECORD_WAIT later.

@@ -17,7 +17,7 @@ from django.db.models.expressions import RawSQL
 
 from core.clock import database_now
 from core.compiled import Compiled, compile_once
-from core.outages import DATABASE_UNREACHABLE, summary
+from core.outages import DATABASE, DATABASE_TRANSIENT, summary, unreachable
 from deliveries import http, shutdown
 from deliveries.claims import Claimed
 from deliveries.metrics import count_outcomes
@@ -91,7 +91,7 @@ def record_outcomes(outcomes: list[tuple[Claimed, http.HttpResult]]) -> PumpStat
         return PumpStats()
     try:
         stats = _write_at_once(outcomes)
-    except DATABASE_UNREACHABLE as exc:
+    except DATABASE_TRANSIENT as exc:
         stats = _write_once_reachable(outcomes, exc)
     except DatabaseError:
         stats = _write_one_by_one(outcomes)
@@ -128,19 +128,23 @@ def _write_once_reachable(outcomes: list[tuple[Claimed, http.HttpResult]], error
             return min(held_until, shutdown.deadline(settings.ASIRI_SHUTDOWN_SECONDS))
         return held_until
 
+    _failed(error)
     logger.warning(
-        "the database cannot be reached; holding %d outcomes until it answers (%s)", len(outcomes), summary(error)
+        "holding %d outcomes until the database answers, for up to %.0f s", len(outcomes), held_until - started
     )
     while time.monotonic() + pause < give_up_at():
         time.sleep(pause)
         pause = min(pause * 2, 2.0)
         reconnect_if_lost()
         try:
-            return _write_at_once(outcomes)
-        except DATABASE_UNREACHABLE:
+            written = _write_at_once(outcomes)
+        except DATABASE_TRANSIENT as exc:
+            _failed(exc)
             continue
         except DatabaseError:
             return _write_one_by_one(outcomes)
+        DATABASE.ended(logger)
+        return written
     # Written one by one they would fail the same way, each in milliseconds, or, in a moment's window, end
     # `failed` a delivery whose endpoint answered: their leases send them again, as after a worker's death.
     logger.error(
@@ -149,6 +153,13 @@ def _write_once_reachable(outcomes: list[tuple[Claimed, http.HttpResult]], error
         len(outcomes),
     )
     return PumpStats(sent=len(outcomes))
+
+
+def _failed(error: DatabaseError) -> None:
+    if unreachable(error):
+        DATABASE.failed(logger, "outcomes", error)
+    else:
+        logger.warning("writing outcomes: the database gave up on the statement (%s)", summary(error))
 
 
 def _held_until(outcomes: list[tuple[Claimed, http.HttpResult]], started: float) -> float:

@@ -7,13 +7,14 @@ pumps and recoveries again for whatever is due once the database answers.
 """
 
 import functools
+import inspect
 import logging
 from collections.abc import Callable
 
 from celery import shared_task
 
 from core.clock import database_now
-from core.outages import DATABASE, DATABASE_UNREACHABLE
+from core.outages import DATABASE, DATABASE_TRANSIENT, unreachable
 from deliveries import shutdown, wakeups
 from deliveries.engine import pump, send_now
 from deliveries.models import deliveries_release_stranded
@@ -26,14 +27,22 @@ logger = logging.getLogger(__name__)
 def _through_outages(task: Callable[..., str]) -> Callable[..., str]:
     @functools.wraps(task)
     def run(*args, **kwargs) -> str:
+        failures_before = DATABASE.failure_count
         try:
             said = task(*args, **kwargs)
-        except DATABASE_UNREACHABLE as exc:
-            DATABASE.failed(logger, task.__name__, exc)
+        except DATABASE_TRANSIENT as exc:
+            if not unreachable(exc):
+                raise  # a deadlock, a timeout: Celery logs it with its traceback
+            if DATABASE.failure_count == failures_before:  # not said already on the way (the pump says its own)
+                DATABASE.failed(logger, task.__name__, exc)
             return f"{task.__name__}: the database cannot be reached"
-        DATABASE.ended(logger)
+        # A task can also end normally through an outage (outcomes left to their leases): it proves nothing then.
+        if DATABASE.failure_count == failures_before:
+            DATABASE.ended(logger)
         return said
 
+    # As the task's own, for Celery's check of the arguments a task is sent with (it reads no __wrapped__).
+    run.__signature__ = inspect.signature(task)
     return run
 
 
