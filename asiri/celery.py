@@ -74,6 +74,18 @@ class Consumer(celery.worker.consumer.Consumer):
         BROKER.ended(logger)
         return connected
 
+    def on_connection_error_after_connected(self, exc: Exception) -> None:
+        try:
+            super().on_connection_error_after_connected(exc)
+        except AttributeError:
+            if self.connection is not None:  # not from the close below
+                raise
+            # Celery 5.7.0 closes the lost connection after collect() has detached its transport: with a late-acked
+            # task running (a pump, nearly always), closing the channel tries to requeue that task's message through
+            # the detached transport, and the AttributeError stopped the worker ("Unrecoverable error"). The message
+            # comes back by Redis's visibility timeout, as any unacknowledged one after a lost connection.
+            logger.warning("the lost broker connection could not be closed cleanly; reconnecting all the same")
+
 
 class Scheduler(celery.beat.Scheduler):
     """Celery's in-memory scheduler (settings.CELERY_BEAT_SCHEDULER), with one change: a beat that first
