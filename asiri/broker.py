@@ -19,6 +19,11 @@ from deliveries import shutdown
 
 logger = logging.getLogger(__name__)
 
+# A writer holds its `.partial` file, and a reader its `.taken-…` one, for milliseconds: one this old was left by
+# a process killed in between, and the wake-up it held has long been replaced by the dispatcher's.
+STALE_SECONDS = 3600.0
+_swept: set[str] = set()  # queue folders swept by this process
+
 
 class Channel(filesystem.Channel):
     """kombu's filesystem channel creates a message's file and then writes it, and its reader takes any file
@@ -29,6 +34,12 @@ class Channel(filesystem.Channel):
     exactly one gets it. Bytes that are not a message are set aside and logged, not
     fatal: messages here are wake-ups, hints that the database already holds the truth behind.
     """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.data_folder_in not in _swept:
+            _swept.add(self.data_folder_in)
+            _sweep(self.data_folder_in)
 
     def _put(self, queue, payload, **kwargs):
         name = f"{round(time.monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
@@ -62,8 +73,11 @@ class Channel(filesystem.Channel):
             try:
                 message = loads(payload.decode())
             except ValueError:
+                aside = os.path.join(self.data_folder_in, f".{name}.not-a-message")
+                with contextlib.suppress(OSError):
+                    os.replace(taken, aside)
                 logger.error(
-                    "queue %s: %s is not a message (%d bytes); set aside in %s", queue, name, len(payload), taken
+                    "queue %s: %s is not a message (%d bytes); set aside in %s", queue, name, len(payload), aside
                 )
                 continue
             try:
@@ -75,6 +89,21 @@ class Channel(filesystem.Channel):
                 logger.warning("queue %s: could not put %s away after reading it", queue, taken, exc_info=True)
             return message
         raise Empty()
+
+
+def _sweep(folder: str) -> None:
+    """Remove what processes killed mid-write or mid-read left in a queue folder (hidden, and STALE_SECONDS old);
+    a file set aside as not a message stays for someone to read."""
+    now, removed = time.time(), 0
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            left = entry.name.startswith(".") and (entry.name.endswith(".partial") or ".taken-" in entry.name)
+            with contextlib.suppress(OSError):
+                if left and now - entry.stat().st_mtime > STALE_SECONDS:
+                    os.remove(entry.path)
+                    removed += 1
+    if removed:
+        logger.info("queue folder %s: removed %d files left by processes that were killed", folder, removed)
 
 
 class FilesystemTransport(filesystem.Transport):

@@ -82,4 +82,29 @@ def test_a_file_that_is_not_a_message_is_set_aside_not_fatal(folders, caplog):
     assert "not a message" in caplog.text
     with pytest.raises(Empty):
         queue._get(QUEUE)  # set aside, not read again
+    assert os.listdir(folders["data_folder_in"]) == [f".0_broken.{QUEUE}.msg.not-a-message"]
     connection.release()
+
+
+def test_files_left_by_killed_processes_are_removed_once_stale(folders, monkeypatch):
+    queue_folder = folders["data_folder_in"]
+    names = {
+        "partial_old": f".1_a.{QUEUE}.msg.partial",
+        "taken_old": f".2_b.{QUEUE}.msg.taken-0f0f",
+        "partial_new": f".3_c.{QUEUE}.msg.partial",  # a writer's, right now
+        "taken_new": f".4_d.{QUEUE}.msg.taken-1e1e",  # a reader's, right now
+        "aside_old": f".5_e.{QUEUE}.msg.not-a-message",  # for someone to read
+        "message_old": f"6_f.{QUEUE}.msg",  # a message, however old
+    }
+    two_hours_ago = time.time() - 2 * broker.STALE_SECONDS
+    for key, name in names.items():
+        path = os.path.join(queue_folder, name)
+        with open(path, "w") as file:
+            file.write("{}")
+        if key.endswith("_old"):
+            os.utime(path, (two_hours_ago, two_hours_ago))
+    monkeypatch.setattr(broker, "_swept", set())
+    connection, _ = channel(folders)
+    connection.release()
+    left = set(os.listdir(queue_folder))
+    assert left == {names[key] for key in ("partial_new", "taken_new", "aside_old", "message_old")}
