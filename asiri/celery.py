@@ -48,13 +48,20 @@ def _the_broker_answers(**kwargs) -> None:
     BROKER.ended(logger)
 
 
-# Broker reconnection, in beat and in each worker: every second, where Celery waits 2, 4, 6 … up to 30 s.
-RECONNECT_EVERY = {"interval_start": 1, "interval_step": 0, "interval_max": 1}
+def _connect_every_second(ensure_connection: Any, where: str, max_retries: int | None, **kwargs: Any) -> Any:
+    """A kombu connection's ensure_connection, trying the broker every second, where Celery waits 2, 4, 6 … up to
+    30 s, and saying each failure through core.outages rather than in an error line of its own."""
+
+    def unreachable(exc: Exception, interval: float) -> None:
+        BROKER.failed(logger, where, exc)
+
+    return ensure_connection(unreachable, max_retries, **kwargs, interval_start=1, interval_step=0, interval_max=1)
 
 
 class Consumer(celery.worker.consumer.Consumer):
-    """Celery's consumer (settings.CELERY_WORKER_CONSUMER), with one change: a broker that went away is tried
-    again every second and said once (core.outages), and its return is said too.
+    """Celery's consumer (settings.CELERY_WORKER_CONSUMER), with two changes: a broker that went away is tried
+    again every second and said once (core.outages), its return said too; and losing it while a late-acked task
+    runs no longer stops the worker (on_connection_error_after_connected).
 
     With Celery's growing waits, a worker took 12 s after a 30 s Redis outage to deliver again, and up to half a
     minute after a longer one, writing an error line at each try.
@@ -64,10 +71,9 @@ class Consumer(celery.worker.consumer.Consumer):
         ensure = conn.ensure_connection
 
         def every_second(errback: Any = None, max_retries: int | None = None, **kwargs: Any) -> Any:
-            def unreachable(exc: Exception, interval: float) -> None:
-                BROKER.failed(logger, "worker", exc)
-
-            return ensure(unreachable, max_retries, **{**kwargs, **RECONNECT_EVERY})
+            for interval in ("interval_start", "interval_step", "interval_max"):
+                kwargs.pop(interval, None)
+            return _connect_every_second(ensure, "worker", max_retries, **kwargs)
 
         conn.ensure_connection = every_second
         connected = super().ensure_connected(conn)
@@ -97,11 +103,8 @@ class Scheduler(celery.beat.Scheduler):
     """
 
     def _ensure_connected(self):
-        def unreachable(exc: Exception, interval: float) -> None:
-            BROKER.failed(logger, "beat", exc)
-
-        return self.connection.ensure_connection(
-            unreachable, self.app.conf.broker_connection_max_retries, **RECONNECT_EVERY
+        return _connect_every_second(
+            self.connection.ensure_connection, "beat", self.app.conf.broker_connection_max_retries
         )
 
 

@@ -168,11 +168,7 @@ def test_a_database_restart_mid_send_costs_no_second_send(alice, make_subscripti
             try:
                 if outage:
                     allow_connections(False)
-                cursor.execute(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                )
-                assert cursor.fetchone()[0] >= 1
+                assert cut_connections(cursor) >= 1
                 time.sleep(outage)
             finally:
                 allow_connections(True)
@@ -199,10 +195,7 @@ def test_a_database_outage_is_said_when_it_starts_and_when_it_ends_not_by_every_
         try:
             allow_connections(False)
             with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                )
+                cut_connections(cursor)
             assert wait_until(lambda: "the database cannot be reached" in "".join(worker.lines), timeout=10)
             time.sleep(3)
         finally:
@@ -220,6 +213,15 @@ def test_a_database_outage_is_said_when_it_starts_and_when_it_ends_not_by_every_
     ended = re.search(r"the database answers again, after (\d+) s and (\d+) failures", log)
     assert ended and int(ended[1]) >= 3 and int(ended[2]) >= 10, log[-3000:]
     assert "Traceback" not in log and "raised unexpected" not in log, log[-3000:]
+
+
+def cut_connections(cursor) -> int:
+    """End every other session on this test run's database, as a restart or a failover does; how many."""
+    cursor.execute(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    return cursor.fetchone()[0]
 
 
 def allow_connections(allowed: bool) -> None:
