@@ -1,7 +1,8 @@
 """Health checks for load balancers and orchestrators, answered before any other middleware.
 
-`/healthz`: the process is up (no I/O). `/readyz`: the database answers within a short timeout,
-else 503. The database is the only readiness condition: every operation works without the broker
+`/healthz`: the process is up (no I/O). `/readyz`: the database answers within a short timeout and
+has every migration this code needs (`"database": "migrations pending"` until the release step has run
+`migrate`), else 503. The database is the only readiness condition: every operation works without the broker
 (deliveries are rows, wake-ups a hint), so a broker outage reads `"status": "degraded"` with 200 and
 no load balancer takes a web node out for it. Neither needs a key, and neither says which versions
 or hosts are behind it. They come first so a probe's Host header (often an IP address) does not
@@ -19,22 +20,29 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from kombu import Connection
 
 from core.outages import BROKER, DATABASE
+from core.schema import HOW_TO_APPLY, MIGRATIONS, pending_migrations
 
 logger = logging.getLogger(__name__)
 
 BROKER_TIMEOUT = 2.0
 
 
-def database_ready() -> bool:
+def database_state() -> str:
+    """ "ok", "unavailable" or "migrations pending"."""
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
-            answered = cursor.fetchone() == (1,)
+            cursor.fetchone()
+        pending = pending_migrations()
     except Exception as exc:
         DATABASE.failed(logger, "readiness", exc)
-        return False
+        return "unavailable"
     DATABASE.ended(logger)
-    return answered
+    if pending:
+        MIGRATIONS.failed(logger, "readiness", f"{pending} not applied; {HOW_TO_APPLY}")
+        return "migrations pending"
+    MIGRATIONS.ended(logger)
+    return "ok"
 
 
 def broker_ready() -> bool:
@@ -53,10 +61,9 @@ def broker_ready() -> bool:
 
 
 def readiness() -> JsonResponse:
-    checks = {"database": database_ready(), "broker": broker_ready()}
-    status = "unavailable" if not checks["database"] else "ok" if all(checks.values()) else "degraded"
-    body = {"status": status, "checks": {name: "ok" if ok else "unavailable" for name, ok in checks.items()}}
-    response = JsonResponse(body, status=503 if status == "unavailable" else 200)
+    checks = {"database": database_state(), "broker": "ok" if broker_ready() else "unavailable"}
+    status = "unavailable" if checks["database"] != "ok" else "ok" if checks["broker"] == "ok" else "degraded"
+    response = JsonResponse({"status": status, "checks": checks}, status=503 if status == "unavailable" else 200)
     # Said by the outage's own lines (core.outages): not again by django.request, an ERROR per probe.
     response._has_been_logged = True
     return response

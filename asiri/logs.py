@@ -21,6 +21,7 @@ from django.http import HttpRequest, HttpResponse
 
 from asiri.proxies import client_address
 from core.outages import BROKER, DATABASE
+from core.schema import MIGRATIONS
 
 FIELDS = (
     "request_id",
@@ -101,6 +102,7 @@ class RequestLogMiddleware:
         if request.path.startswith("/v1/") and 200 <= response.status_code < 300:
             # Every API call that succeeds looked its key up in the database: an outage this process saw is over.
             DATABASE.ended(request_log)
+            MIGRATIONS.ended(request_log)
         if request.path.startswith("/v1/"):
             principal = getattr(request, "user", None)  # DRF sets the API key here once authenticated
             request_log.info(

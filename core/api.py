@@ -11,6 +11,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core import signing
+from django.db import DatabaseError
 from django.db.models import Q, QuerySet
 from django.http import Http404
 from rest_framework import exceptions, serializers, status
@@ -21,6 +22,7 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 from core.outages import DATABASE, DATABASE_TRANSIENT, unreachable
+from core.schema import MIGRATIONS, missing_migrations
 
 
 class StrictCharField(serializers.CharField):
@@ -151,35 +153,46 @@ UNAUTHENTICATED = "Missing or invalid API key."
 DATABASE_UNAVAILABLE = (
     "The service is briefly unavailable (its database cannot be reached): try again in a few seconds."
 )
+NOT_MIGRATED = "The service is being deployed (its database lacks migrations this version needs): try again shortly."
 
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     """DRF's handler, with one 404 body whatever was missing and 401s that name the Bearer scheme."""
     # Imported here: rest_framework.views reads the parser setting, which names this module.
     from rest_framework.views import exception_handler as drf_exception_handler
-    from rest_framework.views import set_rollback
 
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
-    if isinstance(exc, DATABASE_TRANSIENT):
-        # The database cannot be reached or gave up on the statement (a restart, a failover, a lost connection, a
-        # deadlock): nothing the client did, and worth trying again, as a 503 says; a 500 would read as a bug here.
+    if isinstance(exc, DatabaseError):
         where = f"{context['request'].method} {context['request'].path}"
         if unreachable(exc):
+            # A restart, a failover, a lost connection: nothing the client did, and worth trying again, as a 503
+            # says; a 500 would read as a bug here.
             DATABASE.failed(logger, where, exc)
-        else:
+            return _unavailable(DATABASE_UNAVAILABLE, retry_after=5)
+        if missing := missing_migrations(exc):
+            # A web process started before the release step ran `migrate`: said once a minute, not a 500 per call.
+            MIGRATIONS.failed(logger, where, missing)
+            return _unavailable(NOT_MIGRATED, retry_after=30)
+        if isinstance(exc, DATABASE_TRANSIENT):  # a deadlock, a timeout: worth trying again too
             logger.error("%s: the database gave up on the statement", where, exc_info=exc)
-        set_rollback()
-        response = Response({"detail": DATABASE_UNAVAILABLE}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
-        response["Retry-After"] = "5"
-        # Said above: not again by django.request, an ERROR per request (log_response).
-        response._has_been_logged = True
-        return response
+            return _unavailable(DATABASE_UNAVAILABLE, retry_after=5)
     response = drf_exception_handler(exc, context)
     if response is not None and response.status_code == status.HTTP_401_UNAUTHORIZED:
         # One body for a missing key and every kind of wrong one: the answer tells a caller nothing.
         response.data = {"detail": UNAUTHENTICATED}
         response["WWW-Authenticate"] = 'Bearer realm="api"'
+    return response
+
+
+def _unavailable(detail: str, *, retry_after: int) -> Response:
+    from rest_framework.views import set_rollback
+
+    set_rollback()
+    response = Response({"detail": detail}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+    response["Retry-After"] = str(retry_after)
+    # Said by the caller: not again by django.request, an ERROR per request (log_response).
+    response._has_been_logged = True
     return response
 
 

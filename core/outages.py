@@ -27,7 +27,7 @@ _CONNECTION_STATES = ("08", "57P01", "57P02", "57P03")
 REPEAT_SECONDS = 60.0
 
 
-def summary(error: BaseException) -> str:
+def summary(error: BaseException | str) -> str:
     """The error on one line, as psycopg and kombu word it: the server, the port and its answer."""
     text = " ".join(str(error).split()) or type(error).__name__
     return text if len(text) <= 300 else text[:299] + "…"
@@ -48,8 +48,17 @@ def unreachable(error: BaseException) -> bool:
 class Outage:
     """One dependency's outages, as this process sees them; safe to share between threads."""
 
-    def __init__(self, what: str, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        what: str,
+        *,
+        problem: str = "cannot be reached",
+        over: str = "answers again",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.what = what
+        self.problem = problem
+        self.over = over
         self._clock = clock
         self._lock = threading.Lock()
         self._since: float | None = None  # the first failure of the outage under way
@@ -59,7 +68,7 @@ class Outage:
         self._failures = 0
         self.failure_count = 0  # every failure this process saw, never reset: a caller can tell if it added one
 
-    def failed(self, log: logging.Logger, where: str, error: BaseException) -> None:
+    def failed(self, log: logging.Logger, where: str, error: BaseException | str) -> None:
         """Count a failure to reach it; log a line if it starts an outage or the last line is a minute old."""
         with self._lock:
             now = self._clock()
@@ -75,12 +84,13 @@ class Outage:
             unsaid, lasted = self._unsaid, now - self._since
             self._said_at, self._unsaid = now, 0
         if starts:
-            log.error("%s: %s cannot be reached: %s", where, self.what, summary(error))
+            log.error("%s: %s %s: %s", where, self.what, self.problem, summary(error))
         else:
             log.error(
-                "%s: %s still cannot be reached after %.0f s (%d more failures since the last line): %s",
+                "%s: %s still %s after %.0f s (%d more failures since the last line): %s",
                 where,
                 self.what,
+                self.problem,
                 lasted,
                 unsaid,
                 summary(error),
@@ -95,7 +105,7 @@ class Outage:
                 return
             lasted, failures = self._clock() - self._since, self._failures
             self._since = None
-        log.warning("%s answers again, after %.0f s and %d failures", self.what, lasted, failures)
+        log.warning("%s %s, after %.0f s and %d failures", self.what, self.over, lasted, failures)
 
 
 DATABASE = Outage("the database")

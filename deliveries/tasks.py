@@ -12,9 +12,11 @@ import logging
 from collections.abc import Callable
 
 from celery import shared_task
+from django.db import DatabaseError
 
 from core.clock import database_now
-from core.outages import DATABASE, DATABASE_TRANSIENT, unreachable
+from core.outages import DATABASE, unreachable
+from core.schema import MIGRATIONS, missing_migrations
 from deliveries import shutdown, wakeups
 from deliveries.engine import pump, send_now
 from deliveries.models import deliveries_release_stranded
@@ -30,15 +32,19 @@ def _through_outages(task: Callable[..., str]) -> Callable[..., str]:
         failures_before = DATABASE.failure_count
         try:
             said = task(*args, **kwargs)
-        except DATABASE_TRANSIENT as exc:
-            if not unreachable(exc):
-                raise  # a deadlock, a timeout: Celery logs it with its traceback
-            if DATABASE.failure_count == failures_before:  # not said already on the way (the pump says its own)
-                DATABASE.failed(logger, task.__name__, exc)
-            return f"{task.__name__}: the database cannot be reached"
+        except DatabaseError as exc:
+            if unreachable(exc):
+                if DATABASE.failure_count == failures_before:  # not said already on the way (the pump says its own)
+                    DATABASE.failed(logger, task.__name__, exc)
+                return f"{task.__name__}: the database cannot be reached"
+            if missing := missing_migrations(exc):  # started before the release step ran `migrate`
+                MIGRATIONS.failed(logger, task.__name__, missing)
+                return f"{task.__name__}: the database lacks migrations"
+            raise  # a deadlock, a timeout, a bug: Celery logs it with its traceback
         # A task can also end normally through an outage (outcomes left to their leases): it proves nothing then.
         if DATABASE.failure_count == failures_before:
             DATABASE.ended(logger)
+        MIGRATIONS.ended(logger)
         return said
 
     # As the task's own, for Celery's check of the arguments a task is sent with (it reads no __wrapped__).

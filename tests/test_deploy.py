@@ -5,16 +5,20 @@ receiver on 127.0.0.1."""
 from __future__ import annotations
 
 import re
+import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import requests
+from django.db import connection
 
 from deliveries.models import Delivery
 from tenants.models import ApiKey, Tenant
 from tests.support import receiver as rx
 from tests.support.deploy import deployment, static_links
-from tests.support.processes import wait_until
+from tests.support.processes import service_env, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -147,3 +151,43 @@ def test_a_redis_outage_keeps_the_api_answering_and_loses_no_event(tmp_path):
             log = deployed.log(name)
             assert "Connection to broker lost" in log, log  # the outage reached it
             assert "Traceback" not in log and "CPendingDeprecationWarning" not in log, log
+
+
+@contextmanager
+def empty_database() -> Iterator[str]:
+    """A database of its own with nothing in it, as on a first deploy; its URL."""
+    name = f"asiri_empty_{secrets.token_hex(4)}"
+    with connection.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield re.sub(r"/[^/]*$", f"/{name}", service_env()["DATABASE_URL"])
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def test_processes_started_before_the_release_step_wait_for_it_and_say_so_once(tmp_path):
+    with empty_database() as url, deployment(tmp_path, released=False, DATABASE_URL=url) as deployed:
+        # Beat's dispatcher runs every second: several times before migrate.
+        assert wait_until(lambda: "dispatch: the database lacks migrations" in deployed.log("worker"), 30), (
+            deployed.logs()
+        )
+        ready = deployed.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json() == {"status": "unavailable", "checks": {"database": "migrations pending", "broker": "ok"}}
+        call = requests.get(f"{deployed.base}{SUBSCRIPTIONS}", headers={"Authorization": "Bearer asiri_x"}, timeout=10)
+        assert call.status_code == 503 and "lacks migrations" in call.json()["detail"], call.text
+        time.sleep(3)
+
+        deployed.release()
+        # Looked at again every few seconds (core.schema.CHECK_EVERY): ready without a restart.
+        assert wait_until(lambda: deployed.get("/readyz").status_code == 200, timeout=15), deployed.logs()
+        assert wait_until(lambda: "has the migrations this code needs now" in deployed.log("worker"), 15), (
+            deployed.logs()
+        )
+        assert all(deployed.alive().values()), deployed.logs()
+        worker = deployed.log("worker")
+        assert worker.count("the database lacks migrations this code needs") == 1, worker  # not once a second
+        assert "Traceback" not in worker and "python manage.py migrate" in worker, worker
+        web = deployed.log("web")
+        assert "Traceback" not in web and " 500 " not in web, web
