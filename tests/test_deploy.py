@@ -15,8 +15,6 @@ import requests
 from django.db import connection
 
 from deliveries.models import Delivery
-from tenants.models import _LOOKUP_LENGTH as LOOKUP_LENGTH
-from tenants.models import _SECRET_LENGTH as SECRET_LENGTH
 from tenants.models import ApiKey, Tenant
 from tests.support import receiver as rx
 from tests.support.deploy import deployment, static_links
@@ -177,7 +175,7 @@ def test_processes_started_before_the_release_step_wait_for_it_and_say_so_once(t
         ready = deployed.get("/readyz")
         assert ready.status_code == 503
         assert ready.json() == {"status": "unavailable", "checks": {"database": "migrations pending", "broker": "ok"}}
-        well_formed_key = f"asiri_{'a' * LOOKUP_LENGTH}_{'b' * SECRET_LENGTH}"  # looked up, so in the database
+        well_formed_key = f"asiri_{'a' * 12}_{'b' * 40}"  # looked up in the database, unlike a malformed one
         headers = {"Authorization": f"Bearer {well_formed_key}"}
         call = requests.get(f"{deployed.base}{SUBSCRIPTIONS}", headers=headers, timeout=10)
         assert call.status_code == 503 and "lacks migrations" in call.json()["detail"], call.text
