@@ -4,10 +4,17 @@ The body is DRF's shape, `{"detail": "..."}`, and names what the client did wron
 a 500 never carries the traceback.
 """
 
+import logging
+from collections.abc import Callable
+
 from django.core.exceptions import DisallowedHost, RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from django.views.decorators.csrf import csrf_exempt
+
+from core.unavailable import database_unavailable
+
+logger = logging.getLogger(__name__)
 
 # Requests Django itself refuses (a SuspiciousOperation, answered by handler400), told as the client should read them.
 _REFUSED = {
@@ -51,3 +58,29 @@ def server_error(request: HttpRequest) -> HttpResponse:
     if _is_api(request):
         return _error(500, "Internal server error.")
     return defaults.server_error(request)
+
+
+class DatabaseUnavailableMiddleware:
+    """A page outside the API (the admin, /docs) whose database is away or not yet migrated: a 503 that says so.
+
+    Django answered a 500 and logged a traceback for each such request, for what is neither a bug nor the
+    client's doing; the outage is said once a minute instead (core.unavailable), as the API says it.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        unavailable = database_unavailable(exception, f"{request.method} {request.path}", logger)
+        if unavailable is None:
+            return None
+        if _is_api(request):
+            response: HttpResponse = _error(503, unavailable.detail)
+        else:
+            response = HttpResponse(unavailable.detail, content_type="text/plain; charset=utf-8", status=503)
+        response["Retry-After"] = str(unavailable.retry_after)
+        response._has_been_logged = True  # said by core.outages: not again by django.request
+        return response

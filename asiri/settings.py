@@ -78,6 +78,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "asiri.errors.DatabaseUnavailableMiddleware",
     "axes.middleware.AxesMiddleware",  # last: turns a lockout into its 429 page
 ]
 

@@ -11,7 +11,6 @@ from typing import Any
 
 from django.conf import settings
 from django.core import signing
-from django.db import DatabaseError
 from django.db.models import Q, QuerySet
 from django.http import Http404
 from rest_framework import exceptions, serializers, status
@@ -21,8 +20,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 
-from core.outages import DATABASE, DATABASE_TRANSIENT, unreachable
-from core.schema import MIGRATIONS, missing_migrations
+from core.outages import DATABASE_TRANSIENT
+from core.unavailable import DATABASE_UNAVAILABLE, Unavailable, database_unavailable
 
 
 class StrictCharField(serializers.CharField):
@@ -150,10 +149,6 @@ class BoundedJSONParser(JSONParser):
 logger = logging.getLogger(__name__)
 
 UNAUTHENTICATED = "Missing or invalid API key."
-DATABASE_UNAVAILABLE = (
-    "The service is briefly unavailable (its database cannot be reached): try again in a few seconds."
-)
-NOT_MIGRATED = "The service is being deployed (its database lacks migrations this version needs): try again shortly."
 
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
@@ -163,20 +158,14 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
 
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
-    if isinstance(exc, DatabaseError):
-        where = f"{context['request'].method} {context['request'].path}"
-        if unreachable(exc):
-            # A restart, a failover, a lost connection: nothing the client did, and worth trying again, as a 503
-            # says; a 500 would read as a bug here.
-            DATABASE.failed(logger, where, exc)
-            return _unavailable(DATABASE_UNAVAILABLE, retry_after=5)
-        if missing := missing_migrations(exc):
-            # A web process started before the release step ran `migrate`: said once a minute, not a 500 per call.
-            MIGRATIONS.failed(logger, where, missing)
-            return _unavailable(NOT_MIGRATED, retry_after=30)
-        if isinstance(exc, DATABASE_TRANSIENT):  # a deadlock, a timeout: worth trying again too
-            logger.error("%s: the database gave up on the statement", where, exc_info=exc)
-            return _unavailable(DATABASE_UNAVAILABLE, retry_after=5)
+    where = f"{context['request'].method} {context['request'].path}"
+    if unavailable := database_unavailable(exc, where, logger):
+        return _unavailable(unavailable)
+    if isinstance(exc, DATABASE_TRANSIENT):
+        # The database gave up on the statement (a deadlock, a timeout): nothing the client did, and worth trying
+        # again, as a 503 says; a 500 would read as a bug here.
+        logger.error("%s: the database gave up on the statement", where, exc_info=exc)
+        return _unavailable(Unavailable(DATABASE_UNAVAILABLE, retry_after=5))
     response = drf_exception_handler(exc, context)
     if response is not None and response.status_code == status.HTTP_401_UNAUTHORIZED:
         # One body for a missing key and every kind of wrong one: the answer tells a caller nothing.
@@ -185,13 +174,13 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     return response
 
 
-def _unavailable(detail: str, *, retry_after: int) -> Response:
+def _unavailable(unavailable: Unavailable) -> Response:
     from rest_framework.views import set_rollback
 
     set_rollback()
-    response = Response({"detail": detail}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
-    response["Retry-After"] = str(retry_after)
-    # Said by the caller: not again by django.request, an ERROR per request (log_response).
+    response = Response({"detail": unavailable.detail}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+    response["Retry-After"] = str(unavailable.retry_after)
+    # Said already (core.outages): not again by django.request, an ERROR per request (log_response).
     response._has_been_logged = True
     return response
 

@@ -256,6 +256,12 @@ def test_the_api_answers_503_with_retry_after_while_its_database_cannot_be_reach
                 requests.post(f"{base}/v1/events", headers=key, json={"type": "invoice.paid", "data": {}}, timeout=10),
             ]
         ready = [requests.get(f"{base}/readyz", timeout=10) for _ in range(3)]
+        # A signed-in support person's page: their session is in the database.
+        session = {"sessionid": random_token(32)}
+        pages = [requests.get(f"{base}/admin/", cookies=session, timeout=10, allow_redirects=False) for _ in range(2)]
+    for page in pages:
+        assert page.status_code == 503 and page.headers["Retry-After"] == "5", page.text
+        assert page.headers["Content-Type"].startswith("text/plain") and "database cannot be reached" in page.text
     for answer in answers:
         assert answer.status_code == 503, answer.text
         assert answer.headers["Retry-After"] == "5" and "database" in answer.json()["detail"]

@@ -25,6 +25,7 @@ def _fresh_checks() -> Iterator[None]:
     schema.forget_checks()
     yield
     schema.forget_checks()
+    schema.MIGRATIONS.ended(logging.getLogger("tests"))  # each test's own outage, said from its start
 
 
 @contextmanager
@@ -85,6 +86,16 @@ def test_the_api_answers_503_with_a_json_body_not_500_before_migrate(api, caplog
     assert not any(record.exc_info for record in caplog.records)  # no traceback: nothing here is a bug
 
     assert api.get("/v1/webhooks/subscriptions").status_code == 200  # the key works again, as does the table
+
+
+def test_an_admin_page_answers_503_saying_why_not_a_500(admin_client, caplog):
+    with unapplied("sessions", table="django_session"):
+        page = admin_client.get("/admin/")
+    assert page.status_code == 503 and page["Retry-After"] == "30"
+    assert page["Content-Type"].startswith("text/plain") and "lacks migrations" in page.content.decode()
+    said = errors(caplog)
+    assert len(said) == 1 and said[0].startswith("GET /admin/: the database lacks migrations this code needs"), said
+    assert admin_client.get("/admin/").status_code == 200
 
 
 def test_the_dispatcher_says_it_once_a_minute_not_with_a_traceback_a_second(caplog):
