@@ -28,7 +28,7 @@ BROKER_TIMEOUT = 2.0
 
 
 def database_state() -> str:
-    """ "ok", "unavailable" or "migrations pending"."""
+    """What readiness says of the database: "ok", "unavailable" or "migrations pending"."""
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
