@@ -20,6 +20,7 @@ from core.env import (
     env_list,
     env_networks,
     env_rate,
+    env_redis_url,
     env_str,
 )
 
@@ -128,7 +129,7 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Celery: Redis (or RabbitMQ) in production, the filesystem transport on a laptop -------
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL")
+CELERY_BROKER_URL = env_redis_url("CELERY_BROKER_URL")
 if not CELERY_BROKER_URL:
     _queue_dir = DATA_DIR / "celery" / "queue"
     for _folder in (_queue_dir, DATA_DIR / "celery" / "control", DATA_DIR / "celery" / "processed"):
@@ -205,7 +206,7 @@ ASIRI_EVENT_CATALOG = env_choice("ASIRI_EVENT_CATALOG", "open", ("open", "strict
 # Redis (or ASIRI_RATE_LIMIT_REDIS_URL), so every web process shares them.
 ASIRI_RATE_LIMIT = env_rate("ASIRI_RATE_LIMIT", "600/min")
 ASIRI_TEST_RATE_LIMIT = env_rate("ASIRI_TEST_RATE_LIMIT", "10/min")
-ASIRI_RATE_LIMIT_REDIS_URL = env_str(
+ASIRI_RATE_LIMIT_REDIS_URL = env_redis_url(
     "ASIRI_RATE_LIMIT_REDIS_URL", CELERY_BROKER_URL if CELERY_BROKER_URL.startswith(("redis://", "rediss://")) else ""
 )
 ASIRI_MAX_EVENT_BYTES = 256 * 1024

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -145,3 +146,32 @@ def env_address(name: str) -> tuple[str, int] | None:
     if not 0 < number < 65536:
         raise ImproperlyConfigured(f"{name} must be an address and port such as '127.0.0.1:9108'; got {value!r}.")
     return host, number
+
+
+# How a rediss:// URL may say whether to check the server's certificate: redis-py's spelling and Celery's.
+_CERT_REQS = {"none": "none", "optional": "optional", "required": "required"}
+_CERT_REQS.update({f"cert_{value}": value for value in list(_CERT_REQS)})
+
+
+def env_redis_url(name: str, default: str | None = None) -> str | None:
+    """A broker or Redis URL; a `rediss://` one checks the server's certificate unless it says `ssl_cert_reqs=none`.
+
+    Given a rediss:// URL without `ssl_cert_reqs`, kombu (the broker's client) did not check the certificate at
+    all, and warned so at every connection (beat's: every second), while redis-py (the rate limits, the wake-ups)
+    checked it: one URL, two behaviours, and the default the unsafe one. The URL now says `required` unless it
+    says otherwise, in the spelling both clients read; a private CA is `ssl_ca_certs=/path/to/ca.pem`, a
+    provider's self-signed certificate (Heroku Redis) the explicit `ssl_cert_reqs=none`.
+    """
+    url = env_str(name, default)
+    if not url or urlsplit(url).scheme != "rediss":
+        return url
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    given = [value for key, value in query if key == "ssl_cert_reqs"]
+    if len(given) > 1 or (given and given[0].lower() not in _CERT_REQS):
+        raise ImproperlyConfigured(
+            f"{name}: ssl_cert_reqs must be given once, as required, optional or none (got {', '.join(given)})."
+        )
+    wanted = _CERT_REQS[given[0].lower()] if given else "required"
+    query = [(key, value) for key, value in query if key != "ssl_cert_reqs"] + [("ssl_cert_reqs", wanted)]
+    return urlunsplit(parts._replace(query=urlencode(query, safe="/")))

@@ -95,3 +95,31 @@ def test_each_backend_falls_back_to_the_embedded_default_on_its_own(tmp_path):
 def test_a_bad_rate_limit_fails_at_start(value):
     result = start(ASIRI_RATE_LIMIT=value)
     assert result.returncode != 0 and "ASIRI_RATE_LIMIT" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("given", "read"),
+    [
+        ("redis://127.0.0.1:6379/15", "redis://127.0.0.1:6379/15"),
+        ("rediss://:pw@cache.example.com:6380/0", "rediss://:pw@cache.example.com:6380/0?ssl_cert_reqs=required"),
+        (
+            "rediss://h:6380/0?ssl_ca_certs=/etc/ca.pem",
+            "rediss://h:6380/0?ssl_ca_certs=/etc/ca.pem&ssl_cert_reqs=required",
+        ),
+        ("rediss://h:6380/0?ssl_cert_reqs=CERT_NONE", "rediss://h:6380/0?ssl_cert_reqs=none"),
+        ("rediss://h:6380/0?ssl_cert_reqs=optional", "rediss://h:6380/0?ssl_cert_reqs=optional"),
+    ],
+)
+def test_a_tls_broker_url_checks_the_certificate_unless_it_says_otherwise(given, read):
+    result = start("CELERY_BROKER_URL, settings.ASIRI_RATE_LIMIT_REDIS_URL", CELERY_BROKER_URL=given)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [read, read]
+
+
+def test_a_tls_broker_url_with_an_unknown_certificate_requirement_fails_at_start():
+    result = start(CELERY_BROKER_URL="rediss://h:6380/0?ssl_cert_reqs=maybe")
+    assert (
+        result.returncode != 0
+        and "CELERY_BROKER_URL" in result.stderr
+        and "required, optional or none" in result.stderr
+    )

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from django.db import connection
 
+from tests.support.tls import Certificates
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -106,10 +108,11 @@ def celery_beat(data_dir: Path, *, ready_timeout: float = 30.0, **extra_env: str
 
 
 @contextmanager
-def redis_server(data_dir: Path) -> Iterator[RedisProcess]:
-    """A Redis of this test's own on a free loopback port, which the test may flush and restart."""
+def redis_server(data_dir: Path, tls: Certificates | None = None) -> Iterator[RedisProcess]:
+    """A Redis of this test's own on a free loopback port, which the test may flush and restart; TLS only if given
+    certificates."""
     port = free_port()
-    server = RedisProcess(port, data_dir)
+    server = RedisProcess(port, data_dir, tls)
     server.start()
     try:
         yield server
@@ -118,21 +121,30 @@ def redis_server(data_dir: Path) -> Iterator[RedisProcess]:
 
 
 class RedisProcess:
-    def __init__(self, port: int, data_dir: Path) -> None:
+    def __init__(self, port: int, data_dir: Path, tls: Certificates | None = None) -> None:
         self.port = port
         self.data_dir = data_dir
+        self.tls = tls
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
+
+    def _cli(self, *args: str) -> list[str]:
+        tls = ["--tls", "--cacert", str(self.tls.ca)] if self.tls else []
+        return ["redis-cli", "-p", str(self.port), *tls, *args]
 
     def start(self) -> None:
+        listen = ["--port", str(self.port)]
+        if self.tls:  # TLS only, as a managed Redis offers it; clients are not asked for certificates
+            listen = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.tls.cert)]
+            listen += ["--tls-key-file", str(self.tls.key), "--tls-ca-cert-file", str(self.tls.ca)]
+            listen += ["--tls-auth-clients", "no"]
         self.process = subprocess.Popen(
             [
                 "redis-server",
-                "--port",
-                str(self.port),
+                *listen,
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -147,12 +159,7 @@ class RedisProcess:
             start_new_session=True,
         )
         wait_until(
-            lambda: (
-                subprocess.run(
-                    ["redis-cli", "-p", str(self.port), "ping"], capture_output=True, text=True
-                ).stdout.strip()
-                == "PONG"
-            ),
+            lambda: subprocess.run(self._cli("ping"), capture_output=True, text=True).stdout.strip() == "PONG",
             timeout=10,
         )
 
@@ -162,7 +169,7 @@ class RedisProcess:
             self.process = None
 
     def flushall(self) -> None:
-        subprocess.run(["redis-cli", "-p", str(self.port), "FLUSHALL"], check=True, capture_output=True)
+        subprocess.run(self._cli("FLUSHALL"), check=True, capture_output=True)
 
 
 def serves_healthz(port: int) -> bool:
