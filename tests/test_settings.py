@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
+from tests.support.processes import ROOT, free_port
 from tests.support.settings import GOOD_KEY, start
 
 
@@ -123,3 +128,14 @@ def test_a_tls_broker_url_with_an_unknown_certificate_requirement_fails_at_start
         and "CELERY_BROKER_URL" in result.stderr
         and "required, optional or none" in result.stderr
     )
+
+
+def test_a_production_web_process_refuses_to_start_without_allowed_hosts():
+    # Not a setting every process needs (a worker serves no Host), so the web alone checks it.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "ASIRI_"))}
+    env.update(DJANGO_SECRET_KEY=GOOD_KEY, DJANGO_DEBUG="0")
+    command = [sys.executable, "-m", "gunicorn", "asiri.wsgi", "-c", "asiri/gunicorn.conf.py", "--workers", "1"]
+    command += ["--bind", f"127.0.0.1:{free_port()}"]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "DJANGO_ALLOWED_HOSTS must name the host names" in result.stderr
