@@ -21,6 +21,7 @@ from django.db.models import F
 
 from core.clock import database_now
 from core.outages import DATABASE, unreachable
+from core.schema import missing_migrations
 from deliveries import http, shutdown
 from deliveries.claims import LOST_ATTEMPT, Claimed, claim_due, seconds_until_due
 from deliveries.models import Attempt, Delivery
@@ -130,7 +131,8 @@ def pump(*, budget_seconds: float | None = None) -> PumpStats:
         # database went away (the task says so, through core.outages): the sends already in flight are still
         # seen through and recorded, not left to wait out their leases and go out a second time.
         if not unreachable(exc):
-            logger.exception("the pump stopped on an error; finishing its %d sends in flight first", len(in_flight))
+            if not missing_migrations(exc):  # if it is, the task says so, once a minute (core.schema)
+                logger.exception("the pump stopped on an error; finishing its %d sends in flight first", len(in_flight))
         else:
             # Said now, not when the task ends, which may be RECORD_WAIT later.
             DATABASE.failed(logger, "pump", exc)

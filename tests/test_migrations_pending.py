@@ -111,6 +111,15 @@ def test_the_dispatcher_says_it_once_a_minute_not_with_a_traceback_a_second(capl
     assert any("has the migrations this code needs now" in record.getMessage() for record in caplog.records)
 
 
+def test_a_pump_woken_before_migrate_says_it_once_too(caplog):
+    with unapplied("deliveries", table="deliveries_delivery"):
+        said = [tasks.deliver() for _ in range(2)]
+    assert said == ["deliver: the database lacks migrations"] * 2
+    lines = errors(caplog)
+    assert len(lines) == 1 and lines[0].startswith("deliver: the database lacks migrations this code needs"), lines
+    assert not any(record.exc_info for record in caplog.records)
+
+
 def test_a_missing_table_with_every_migration_applied_is_still_a_bug_with_its_traceback(caplog):
     with connection.cursor() as cursor:
         cursor.execute('ALTER TABLE "deliveries_pulse" RENAME TO "deliveries_pulse_away"')
