@@ -8,7 +8,17 @@ from importlib.metadata import packages_distributions
 
 from tests.support.processes import ROOT, service_env
 
-DEVELOPMENT_TOOLS = {"pytest", "pytest-django", "schemathesis", "hypothesis", "playwright", "ruff", "py-spy", "honcho"}
+DEVELOPMENT_TOOLS = {
+    "pytest",
+    "pytest-django",
+    "pytest-xdist",
+    "schemathesis",
+    "hypothesis",
+    "playwright",
+    "ruff",
+    "py-spy",
+    "honcho",
+}
 
 # Runs the service's imports with every development-only package made unimportable.
 WITHOUT_DEVELOPMENT_PACKAGES = """

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import User
 from django.test import Client
+
+from tests.support.groups import support_group
 
 
 @pytest.fixture
@@ -15,7 +17,7 @@ def superuser_client(db) -> Client:
 @pytest.fixture
 def support_client(db) -> Client:
     user = User.objects.create_user("sam", password="x", is_staff=True)
-    user.groups.add(Group.objects.get(name="Support"))
+    user.groups.add(support_group())
     client = Client()
     client.force_login(user)
     return client

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 from pathlib import Path
 
 import pytest
+
+from tests.support.groups import support_group
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Playwright's sync API keeps an event loop running in this thread, which makes Django refuse
@@ -50,14 +51,10 @@ def browser():
 
 @pytest.fixture
 def support_user(db):
-    """`sam`, in the Support group. A transactional test's flush empties tables, and with them the group its
-    migration made (permissions come back after a flush; data from migrations does not): made again here."""
-    from django.contrib.auth.models import Group, Permission, User
+    """`sam`, in the Support group."""
+    from django.contrib.auth.models import User
 
-    permissions = importlib.import_module("deliveries.migrations.0004_support_group").SUPPORT_PERMISSIONS
-    group, _ = Group.objects.get_or_create(name="Support")
-    for app_label, codename in permissions:
-        group.permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+    group = support_group()
     user = User.objects.create_user("sam", password="support-pass-123", is_staff=True)
     user.groups.add(group)
     return user
