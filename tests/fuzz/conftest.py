@@ -23,6 +23,17 @@ set_hypothesis_home_dir(Path(django_settings.DATA_DIR) / "hypothesis")
 SCOPES = ("webhooks:read", "webhooks:write", "audit:read", "events:write")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """One id per operation: schemathesis names each item after its operation but gives them all the function's
+    node id, and pytest-xdist, which schedules by node id, ran one operation of the 19 (`make test` runs two
+    workers)."""
+    from schemathesis.pytest.plugin import SchemathesisFunction
+
+    for item in items:
+        if isinstance(item, SchemathesisFunction) and not item.nodeid.endswith("]"):
+            item._id = item.parent.id.child(item.name)
+
+
 @pytest.fixture(autouse=True)
 def _fuzz_settings(settings) -> None:
     """Limits far above what a fuzz run sends, so a 429 never hides an answer (429 stays documented).
