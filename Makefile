@@ -12,7 +12,7 @@ LOCAL_ENV := env -u DATABASE_URL -u CELERY_BROKER_URL PATH="$(BIN):$$PATH" \
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/asiri
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 # Most of the suite waits on real processes: two pytest-xdist workers (a test database and a Redis database each,
-# tests/support/xdist.py) take it from 16 minutes to 9 on this project's 2-core CI machine. TEST_WORKERS=0: one process.
+# tests/support/xdist.py) take it from 16 minutes to under 10 on this project's 2-core CI machine. TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 TEST_ENV := PATH="$(BIN):$$PATH" DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) \
 	DJANGO_SECRET_KEY=test-only-secret-key-never-used-in-production-0123456789 DJANGO_DEBUG=0 DJANGO_ALLOWED_HOSTS=testserver,localhost,127.0.0.1
