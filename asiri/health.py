@@ -20,7 +20,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from kombu import Connection
 
 from core.outages import BROKER, DATABASE
-from core.schema import HOW_TO_APPLY, MIGRATIONS, pending_migrations
+from core.schema import MIGRATIONS, pending_line, pending_migrations
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def database_state() -> str:
         return "unavailable"
     DATABASE.ended(logger)
     if pending:
-        MIGRATIONS.failed(logger, "readiness", f"{pending} not applied; {HOW_TO_APPLY}")
+        MIGRATIONS.failed(logger, "readiness", pending_line(pending))
         return "migrations pending"
     MIGRATIONS.ended(logger)
     return "ok"

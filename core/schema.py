@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
 from core.outages import Outage
@@ -28,24 +28,23 @@ HOW_TO_APPLY = "run `python manage.py migrate` (the Procfile's release step)"
 class _Check:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._complete = False  # once every migration is applied, it stays so for this process's code
         self._pending = 0
         self._checked_at: float | None = None
 
-    def pending(self, using: str = DEFAULT_DB_ALIAS) -> int:
-        if self._complete:
-            return 0
+    def pending(self) -> int:
+        if self._checked_at is not None and not self._pending:
+            return 0  # every migration applied stays so for this process's code: never asked again
         with self._lock:
             now = time.monotonic()
             if self._checked_at is None or now - self._checked_at >= CHECK_EVERY:
-                executor = MigrationExecutor(connections[using])
+                executor = MigrationExecutor(connection)
                 self._pending = len(executor.migration_plan(executor.loader.graph.leaf_nodes()))
-                self._checked_at, self._complete = now, self._pending == 0
+                self._checked_at = now
             return self._pending
 
     def reset(self) -> None:
         with self._lock:
-            self._complete, self._pending, self._checked_at = False, 0, None
+            self._pending, self._checked_at = 0, None
 
 
 _check = _Check()
@@ -64,13 +63,18 @@ def forget_checks() -> None:
     _check.reset()
 
 
+def pending_line(pending: int, error: BaseException | None = None) -> str:
+    """How many are missing, what the database said (if it said something), and what to run."""
+    if error is None:
+        return f"{pending} not applied; {HOW_TO_APPLY}"
+    first_line = (str(error).strip().splitlines() or [""])[0][:200]
+    return f"{pending} not applied ({type(error).__name__}: {first_line}); {HOW_TO_APPLY}"
+
+
 def missing_migrations(error: BaseException) -> str | None:
     """If `error` comes from a schema that lacks this code's migrations, a line that says so; else None."""
     try:
         pending = pending_migrations()
     except Exception:
         return None
-    if not pending:
-        return None
-    first_line = (str(error).strip().splitlines() or [""])[0][:200]
-    return f"{pending} not applied ({type(error).__name__}: {first_line}); {HOW_TO_APPLY}"
+    return pending_line(pending, error) if pending else None
