@@ -20,6 +20,7 @@ from jsonschema import Draft202012Validator as MetaSchemaChecker
 from jsonschema.exceptions import SchemaError
 
 from core.clock import database_now
+from core.jsonfields import json_problem
 from core.rows import row_builder
 from tenants.models import Tenant
 from webhooks.events import EVENT_NAME_RE, pattern_matches
@@ -73,6 +74,10 @@ def data_errors(schema: Any, data: Any, *, validator=None) -> list[dict[str, str
 
 def event_type_problems(*, schema: Any, example: Any) -> dict[str, str]:
     """What the admin and the loader refuse to store: a bad schema, or an example that does not obey it."""
+    # What the API refuses in its JSON too: jsonb cannot hold NUL, and PostgreSQL's refusal was a 500.
+    for field, value in (("schema", schema), ("example", example)):
+        if problem := json_problem(value):
+            return {field: problem}
     problem = schema_problem(schema)
     if problem:
         return {"schema": problem}
@@ -205,8 +210,10 @@ def event_types_load(entries: Any, *, prune: bool = False, progress=None) -> dic
             "example": entry.get("example"),
             "deprecated": entry.get("deprecated", False),
         }
-        if not isinstance(fields["description"], str) or not isinstance(fields["deprecated"], bool):
-            raise CatalogFileError(f"{where}: description must be a string and deprecated true or false.")
+        if not isinstance(fields["description"], str) or "\x00" in fields["description"]:
+            raise CatalogFileError(f"{where}: description must be a string without NUL (\\u0000) characters.")
+        if not isinstance(fields["deprecated"], bool):
+            raise CatalogFileError(f"{where}: deprecated must be true or false.")
         problems = event_type_problems(schema=fields["schema"], example=fields["example"])
         if problems:
             raise CatalogFileError(f"{where}: " + "; ".join(f"{k}: {v}" for k, v in problems.items()))

@@ -238,6 +238,8 @@ def test_prune_removes_the_types_the_file_does_not_list(db, tmp_path):
         ([{"name": "a.b", "evnets": []}], "unknown fields evnets"),
         ([{"name": "a.b"}, {"name": "a.b"}], "listed twice"),
         ({"name": "a.b"}, "JSON array"),
+        ([{"name": "a.b", "example": {"x": "\x00"}}], "example: Must not contain NUL"),
+        ([{"name": "a.b", "description": "a\x00b"}], "description must be a string without NUL"),
     ],
 )
 def test_a_bad_file_is_refused_with_the_reason_and_changes_nothing(db, tmp_path, entries, message):
