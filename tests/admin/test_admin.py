@@ -315,3 +315,20 @@ def test_support_sees_which_delivery_an_ordered_one_waits_on(
     assert f'<a href="/admin/deliveries/delivery/{quote(head.pk)}/change/">{head.pk}</a>, which must succeed' in page
     page = support_client.get(f"/admin/deliveries/delivery/{quote(head.pk)}/change/").content.decode()
     assert "nothing: it is the first of its ordering key" in page
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [
+        ("/admin/deliveries/delivery/", "id__exact=a%00b"),
+        ("/admin/deliveries/delivery/", "status__exact=%00"),
+        ("/admin/deliveries/event/", "id__exact=%00"),
+        ("/admin/webhooks/subscription/", "q=ok&id__exact=sub_%00"),
+    ],
+)
+def test_a_nul_in_a_list_pages_filters_is_a_400_that_names_it(support_client, story, path, query):
+    # PostgreSQL refuses NUL in text: the query raised while the page rendered, a 500 with a traceback.
+    response = support_client.get(f"{path}?{query}")
+    assert response.status_code == 400
+    name = query.rsplit("&", 1)[-1].split("=")[0]
+    assert f"The query parameter {name!r} contains a NUL character" in response.content.decode()
