@@ -282,6 +282,11 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/v1",
+    # Named for what they are: two components' `status` fields otherwise collide into `Status20bEnum`.
+    "ENUM_NAME_OVERRIDES": {
+        "DeliveryStatusEnum": "deliveries.models.DeliveryStatus",
+        "RecoveryStatusEnum": "deliveries.models.RecoveryStatus",
+    },
 }
 
 # --- The rest -----------------------------------------------------------------------------
