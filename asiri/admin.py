@@ -17,6 +17,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from core.admin import ModelAdmin
 from core.paginators import BoundedCountPaginator
 from deliveries.admin import STATUS_COLOURS, badge
 from deliveries.console import exact_time, short_id
@@ -99,7 +100,7 @@ class RecoverForm(forms.Form):
 
 
 @admin.register(Subscription)
-class SubscriptionAdmin(admin.ModelAdmin):
+class SubscriptionAdmin(ModelAdmin):
     list_display = ("sub_id", "tenant", "url", "events", "state", "last_outcome", "failure_streak", "created_at")
     list_select_related = ("tenant",)
     list_filter = (StateFilter, FailingFilter, "tenant")

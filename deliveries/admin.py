@@ -15,6 +15,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
+from core.admin import ModelAdmin
 from core.clock import database_now
 from core.paginators import BoundedCountPaginator
 from deliveries.console import CreatedFilter, WaitingFilter, attempts, code, redelivery_plans, short_id
@@ -121,7 +122,7 @@ class AttemptInline(admin.TabularInline):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(admin.ModelAdmin):
+class DeliveryAdmin(ModelAdmin):
     list_display = (
         "delivery_id",
         "status_badge",
@@ -299,7 +300,7 @@ def redelivery_messages(model_admin, request, started, refused) -> None:
 
 
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
+class EventAdmin(ModelAdmin):
     list_display = ("id", "type", "tenant", "created_at")
     list_select_related = ("tenant",)
     search_fields = ("=id",)

@@ -7,6 +7,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from core.admin import ModelAdmin
 from tenants.models import SCOPES, ApiKey, Tenant
 
 
@@ -26,7 +27,7 @@ class ApiKeyInline(admin.TabularInline):
 
 
 @admin.register(Tenant)
-class TenantAdmin(admin.ModelAdmin):
+class TenantAdmin(ModelAdmin):
     list_display = ("slug", "name", "is_active", "max_subscriptions", "created_at")
     list_filter = ("is_active",)
     search_fields = ("slug", "name")
@@ -45,7 +46,7 @@ class ApiKeyCreationForm(forms.ModelForm):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(ModelAdmin):
     list_display = (
         "visible_part",
         "tenant",

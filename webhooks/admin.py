@@ -9,6 +9,7 @@ from django import forms
 from django.contrib import admin
 from django.forms.fields import InvalidJSONInput
 
+from core.admin import ModelAdmin
 from webhooks.catalog import event_type_problems
 from webhooks.events import EVENT_NAME_RE
 from webhooks.models import EventType
@@ -48,7 +49,7 @@ class EventTypeForm(forms.ModelForm):
 
 
 @admin.register(EventType)
-class EventTypeAdmin(admin.ModelAdmin):
+class EventTypeAdmin(ModelAdmin):
     """Superusers edit the catalog (no other permission is granted for it); schemas are checked on save."""
 
     form = EventTypeForm

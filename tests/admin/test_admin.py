@@ -332,3 +332,29 @@ def test_a_nul_in_a_list_pages_filters_is_a_400_that_names_it(support_client, st
     assert response.status_code == 400
     name = query.rsplit("&", 1)[-1].split("=")[0]
     assert f"The query parameter {name!r} contains a NUL character" in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("path", "action", "bad_id"),
+    [
+        ("/admin/tenants/apikey/", "revoke", "ak_1"),  # an integer key
+        ("/admin/tenants/apikey/", "revoke", "1\x00"),
+        ("/admin/webhooks/subscription/", "pause", "sub_\x00"),
+        ("/admin/webhooks/subscription/", "rotate_secret", "a\x00b"),
+        ("/admin/deliveries/delivery/", "redeliver", "dlv_\x00"),
+    ],
+)
+def test_an_action_on_an_id_that_cannot_exist_is_a_400_and_changes_nothing(
+    superuser_client, story, path, action, bad_id
+):
+    # Django filtered on the posted ids as they came: a 500 for a form altered or copied from another list.
+    subscription, key = story["subscription"], ApiKey.objects.find(story["plain_key"])
+    good_id = {"apikey": key.pk, "subscription": subscription.pk, "delivery": story["delivery"].pk}[path.split("/")[-2]]
+    response = superuser_client.post(path, {"action": action, "_selected_action": [good_id, bad_id], "post": "yes"})
+    assert response.status_code == 400
+    assert f"{bad_id!r} is not the id of any" in response.content.decode()
+    key.refresh_from_db()
+    assert key.revoked_at is None
+    assert Subscription.objects.get(pk=subscription.pk).active
+    assert Subscription.objects.get(pk=subscription.pk).secret == subscription.secret
+    assert Delivery.objects.get(pk=story["delivery"].pk).status == DeliveryStatus.FAILED
