@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import quote, unquote
+from django.contrib.auth.models import Group, User
 from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -298,3 +300,12 @@ class SubscriptionAdmin(ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+# Django's and django-axes' own list pages, held to the same rules as ours (core.admin.ModelAdmin): filters only
+# by their own filters (a password hash or an address could be probed otherwise, and `?ip_address=x` raised from
+# the database), actions only on ids that can exist. The admin modules of the apps before this one are loaded.
+for _model in [m for m in (User, Group, AccessAttempt, AccessLog, AccessFailureLog) if admin.site.is_registered(m)]:
+    _theirs = type(admin.site.get_model_admin(_model))
+    admin.site.unregister(_model)
+    admin.site.register(_model, type(_theirs.__name__, (ModelAdmin, _theirs), {}))
