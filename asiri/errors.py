@@ -86,23 +86,32 @@ class DatabaseUnavailableMiddleware:
         return response
 
 
-class NulQueryMiddleware:
-    """A page outside the API whose query string holds a NUL character: a 400 that names the parameter.
+class NulCharacterMiddleware:
+    """A NUL character, which PostgreSQL refuses in text, kept away from the pages that would pass it on.
 
-    The admin's list filters hand their values to the database as they come, and PostgreSQL refuses NUL in
-    text, so `?id__exact=%00` raised while the page rendered: a 500 and a traceback for a client's mistake.
-    The API checks its parameters field by field and names them in its own JSON 400s.
+    Outside the API, an address holding one is a 400 that says where: the admin hands its list filters and object
+    ids to the database as they come, so `?id__exact=%00` or `/admin/…/%00/change/` raised there, a 500 and a
+    traceback for a client's mistake. The API checks its ids and parameters itself and names them in its own JSON
+    400s. A cookie holding one (Django's parser unescapes `"\\000"`) cannot be a session anyone was given: it is
+    dropped, rather than be looked up and fail on every page that reads the session.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        for name in [name for name, value in request.COOKIES.items() if "\x00" in name or "\x00" in value]:
+            del request.COOKIES[name]
         if not _is_api(request):
+            if "\x00" in request.path:
+                return _plain_400("The address contains a NUL character (%00), which no id can hold.")
             for name, values in request.GET.lists():
                 if "\x00" in name or any("\x00" in value for value in values):
-                    return HttpResponseBadRequest(
-                        f"The query parameter {name!r} contains a NUL character (%00), which no field can hold.",
-                        content_type="text/plain; charset=utf-8",
+                    return _plain_400(
+                        f"The query parameter {name!r} contains a NUL character (%00), which no field can hold."
                     )
         return self.get_response(request)
+
+
+def _plain_400(text: str) -> HttpResponse:
+    return HttpResponseBadRequest(text, content_type="text/plain; charset=utf-8")

@@ -71,7 +71,7 @@ MIDDLEWARE = [
     "asiri.metrics.MetricsMiddleware",
     "asiri.logs.RequestLogMiddleware",
     "asiri.limits.RequestBodyLimitMiddleware",
-    "asiri.errors.NulQueryMiddleware",
+    "asiri.errors.NulCharacterMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

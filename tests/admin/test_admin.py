@@ -402,6 +402,28 @@ def test_every_list_filter_still_filters(superuser_client, story, address):
 
 
 @pytest.mark.parametrize(
+    "path",
+    [
+        "/admin/deliveries/delivery/dlv_%00/change/",
+        "/admin/deliveries/event/evt_%00/history/",
+        "/admin/webhooks/subscription/%00/recover/",
+        "/admin/webhooks/eventtype/a%00b/change/",  # looked up before the permission is checked
+    ],
+)
+def test_a_nul_in_an_admin_address_is_a_400(support_client, path):
+    response = support_client.get(path)
+    assert response.status_code == 400
+    assert "The address contains a NUL character" in response.content.decode()
+
+
+def test_a_session_cookie_holding_a_nul_is_no_session_not_a_500(client, db):
+    # Django's cookie parser turns the escape into a NUL, which PostgreSQL refused when the session was looked up.
+    response = client.get("/admin/login/", HTTP_COOKIE='sessionid="abcdefghij\\000"')
+    assert response.status_code == 200
+    assert client.get("/admin/", HTTP_COOKIE='sessionid="abcdefghij\\000"').status_code == 302  # to the login
+
+
+@pytest.mark.parametrize(
     ("request_", "status"),
     [
         (("get", "/admin/auth/user/?password__startswith=pbkdf2", None), 400),
