@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django import forms
@@ -96,9 +96,23 @@ class RecoveryInline(admin.TabularInline):
         return False
 
 
+class UtcDateTimeField(forms.DateTimeField):
+    """A moment as UTC, so the database never sees the offset it was typed with: Python takes offsets up to
+    ±23:59 and PostgreSQL only to ±15:59, and near the ends of the calendar an offset can move it out of range."""
+
+    def to_python(self, value) -> datetime | None:
+        moment = super().to_python(value)
+        if moment is None:
+            return None
+        try:
+            return moment.astimezone(UTC)
+        except OverflowError:
+            raise forms.ValidationError("Out of range.", code="overflow") from None
+
+
 class RecoverForm(forms.Form):
-    since = forms.DateTimeField(help_text=f"UTC, e.g. 2026-01-31 09:30; at most {MAX_RECOVERY_DAYS} days ago.")
-    until = forms.DateTimeField(required=False, help_text="UTC; empty: now.")
+    since = UtcDateTimeField(help_text=f"UTC, e.g. 2026-01-31 09:30; at most {MAX_RECOVERY_DAYS} days ago.")
+    until = UtcDateTimeField(required=False, help_text="UTC; empty or later: now.")
 
 
 @admin.register(Subscription)

@@ -69,9 +69,12 @@ def recovery_check(*, subscription: Subscription, since: datetime, until: dateti
     """The range's end if the subscription may recover [since, until); raises the reason it may not."""
     if subscription.is_deleted or not subscription.active:
         raise RecoveryConflict("The subscription is paused or disabled: re-enable it first.")
-    until = now if until is None else until
+    # Nothing published after now can be recovered yet (what is, is delivered as usual): a later end is now.
+    until = now if until is None else min(until, now)
     if since < now - timedelta(days=MAX_RECOVERY_DAYS):
         raise RecoveryRangeError("since", f"Must be at most {MAX_RECOVERY_DAYS} days ago.")
+    if since >= now:
+        raise RecoveryRangeError("since", "Must be in the past.")
     if since >= until:
         raise RecoveryRangeError("until", "Must be later than since.")
     return until

@@ -252,8 +252,12 @@ class Rfc3339Field(serializers.Field):
 class RecoverSerializer(serializers.Serializer):
     """The body of a recover: a range, and nothing else (an unknown field is a 400 naming it)."""
 
-    since = Rfc3339Field(help_text=f"Start of the range (inclusive), at most {MAX_RECOVERY_DAYS} days ago.")
-    until = Rfc3339Field(required=False, help_text="End of the range (exclusive), later than `since`; default now.")
+    since = Rfc3339Field(
+        help_text=f"Start of the range (inclusive), in the past and at most {MAX_RECOVERY_DAYS} days ago."
+    )
+    until = Rfc3339Field(
+        required=False, help_text="End of the range (exclusive), later than `since`; default (and at most) now."
+    )
 
     def to_internal_value(self, data) -> dict:
         if isinstance(data, dict):

@@ -99,3 +99,33 @@ def test_a_bulk_redeliver_over_the_cap_says_how_many_it_left_out(
         ).content.decode()
     assert "Redelivering 2 deliveries" in done and "3 more selected deliveries were not redelivered" in done
     assert Delivery.objects.filter(status=DeliveryStatus.PENDING).count() == 2
+
+
+@pytest.mark.parametrize(
+    ("since", "until", "message"),
+    [
+        # Python takes offsets up to ±23:59, PostgreSQL only to ±15:59: taken as UTC, not passed on.
+        ("{recent}+23:59", "", None),
+        ("{recent}", "9999-12-31T23:59:59-14:00", "Out of range"),  # past year 9999 in UTC
+        ("0001-01-01T00:00:00+14:00", "", "Out of range"),
+        ("{future}", "", "Must be in the past"),
+    ],
+)
+def test_odd_moments_in_the_form_are_read_as_utc_or_refused_with_the_reason(
+    support_client, outage, since, until, message
+):
+    now = timezone.now()
+    moments = {
+        "{recent}": (now - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S"),
+        "{future}": (now + timedelta(days=1)).isoformat(),
+    }
+    for placeholder, moment in moments.items():
+        since = since.replace(placeholder, moment)
+    response = support_client.post(recover_url(outage), {"since": since, "until": until})
+    assert response.status_code == 200
+    page = response.content.decode()
+    if message:
+        assert message in page
+    else:
+        assert "Recover" in page and "errorlist" not in page
+    assert not Recovery.objects.exists()

@@ -273,3 +273,13 @@ def test_ordered_deliveries_re_enter_at_the_end_of_their_key(subscription):
     assert later_position < restarted.position < created.position
     waiting = Delivery.objects.with_waiting_on().get(pk=restarted.pk)
     assert waiting.waiting_on == Delivery.objects.get(event=later).id
+
+
+def test_an_until_past_now_is_taken_as_now_and_a_since_in_the_future_is_a_400(api, subscription):
+    # Nothing after now can be recovered yet: a far `until` queued a range that ends in the year 9999.
+    since = timezone.now() - timedelta(hours=1)
+    response = recover(api, subscription, {"since": iso(since), "until": "9999-12-31T00:00:00Z"})
+    assert response.status_code == 202
+    assert Recovery.objects.get(pk=response.json()["id"]).until <= timezone.now()
+    response = recover(api, subscription, {"since": iso(timezone.now() + timedelta(days=1))})
+    assert response.status_code == 400 and list(response.json()) == ["since"]
