@@ -432,7 +432,14 @@ def test_a_session_cookie_holding_a_nul_is_no_session_not_a_500(client, db):
         (("post", "/admin/auth/user/", {"action": "delete_selected", "_selected_action": ["x"]}), 400),
         (("post", "/admin/axes/accesslog/", {"action": "delete_selected", "_selected_action": ["x"]}), 400),
         (("get", "/admin/auth/user/?is_staff__exact=1&groups__id__exact=1", None), 200),
-        (("get", "/admin/axes/accessfailurelog/?locked_out__exact=1&attempt_time__gte=2026-01-01%2000:00:00%2B00:00", None), 200),
+        (
+            (
+                "get",
+                "/admin/axes/accessfailurelog/?locked_out__exact=1&attempt_time__gte=2026-01-01%2000:00:00%2B00:00",
+                None,
+            ),
+            200,
+        ),
     ],
 )
 def test_djangos_and_axes_own_lists_keep_the_same_rules(superuser_client, request_, status):
