@@ -240,12 +240,14 @@ class DeliveryAdmin(ModelAdmin):
             )
         started, refused = delivery_redeliver_many(deliveries)
         redelivery_messages(self, request, started, refused)
-        left_out = request.POST.get("left_out", "")
-        if left_out.isdigit() and int(left_out):
-            more = f"{int(left_out):,}{' or more' if int(left_out) >= LEFT_OUT_COUNT_BOUND else ''}"
+        # Echoed by the confirmation page: only ASCII digits (str.isdigit also takes "²", which int() refuses).
+        posted = request.POST.get("left_out", "")
+        left_out = int(posted) if posted.isascii() and posted.isdigit() else 0
+        if left_out:
+            more = f"{left_out:,} or more" if left_out >= LEFT_OUT_COUNT_BOUND else f"{left_out:,}"
             self.message_user(
                 request,
-                f"Also, {more} more selected deliveries were not redelivered: at most {REDELIVER_CAP} go at a time. "
+                f"Also, {more} of the selected deliveries were not redelivered: at most {REDELIVER_CAP} go at a time. "
                 "Select them again (the failed ones are still failed) to send the next ones.",
                 messages.WARNING,
             )

@@ -97,7 +97,7 @@ def test_a_bulk_redeliver_over_the_cap_says_how_many_it_left_out(
             {"action": "redeliver", "_selected_action": ids[:2], "confirmed": "yes", **confirmed},
             follow=True,
         ).content.decode()
-    assert "Redelivering 2 deliveries" in done and "3 more selected deliveries were not redelivered" in done
+    assert "Redelivering 2 deliveries" in done and "3 of the selected deliveries were not redelivered" in done
     assert Delivery.objects.filter(status=DeliveryStatus.PENDING).count() == 2
 
 
@@ -129,3 +129,19 @@ def test_odd_moments_in_the_form_are_read_as_utc_or_refused_with_the_reason(
     else:
         assert "Recover" in page and "errorlist" not in page
     assert not Recovery.objects.exists()
+
+
+@pytest.mark.parametrize(("posted", "said"), [("²", None), ("-1", None), ("10000", "10,000 or more of the selected")])
+def test_the_left_out_count_echoed_by_the_confirmation_is_read_as_ascii_digits_only(
+    support_client, alice, make_subscription, make_failed_delivery, posted, said, django_capture_on_commit_callbacks
+):
+    delivery = make_failed_delivery(make_subscription(alice))
+    form = {"action": "redeliver", "_selected_action": [delivery.pk], "confirmed": "yes", "left_out": posted}
+    with django_capture_on_commit_callbacks(execute=False):
+        done = support_client.post("/admin/deliveries/delivery/", form, follow=True)
+    assert done.status_code == 200
+    page = done.content.decode()
+    assert "Redelivering 1 delivery" in page
+    assert ("were not redelivered" in page) == (said is not None)
+    if said:
+        assert said in page
