@@ -207,13 +207,13 @@ def _header_rule_no_schema_states(body: object, *, negated: bool) -> bool:
 
 
 def _within_the_recovery_window(body: object) -> None:
-    """A generated range moved into the last 14 days where it is not: "at most 14 days ago" and
-    "since before until" are relative to now and to each other, which no schema can state."""
+    """A generated range moved into the last 14 days where it is not: "in the past", "at most 14 days ago"
+    and "since before until" are relative to now and to each other, which no schema can state."""
     if not isinstance(body, dict) or not isinstance(body.get("since"), str):
         return
     now = timezone.now()
     since, until = parse_rfc3339(body["since"]), parse_rfc3339(body.get("until") or "")
-    if since is None or since < now - timedelta(days=13) or since >= (until or now):
+    if since is None or since < now - timedelta(days=13) or since >= min(until or now, now):
         body["since"] = (now - timedelta(hours=1)).isoformat()
         if until is not None and until <= now:
             body["until"] = now.isoformat()
