@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.plumbing import ResolvedComponent
 from rest_framework import serializers
@@ -18,12 +20,28 @@ def json_problem(value) -> str | None:
         if isinstance(item, str):
             if "\x00" in item:
                 return "Must not contain NUL (\\u0000) characters."
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:  # a lone surrogate (\ud800): the API's parser refuses it before this
+                    return "Must not contain lone surrogates (\\ud800 to \\udfff)."
         elif isinstance(item, dict | list):
             if depth > MAX_JSON_DEPTH:
                 return TOO_DEEP
             children = [*item, *item.values()] if isinstance(item, dict) else item  # keys are strings
             pending.extend((child, depth + 1) for child in children)
     return None
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+class StrictJSONDecoder(json.JSONDecoder):
+    """JSON as the API reads it: NaN and Infinity, which Python's json takes and jsonb refuses, are errors."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **{**kwargs, "parse_constant": _refuse_constant})
 
 
 class JsonObjectField(serializers.JSONField):

@@ -49,6 +49,12 @@ def test_a_superuser_creates_edits_and_deletes_a_type(superuser_client):
         ({"schema": json.dumps({**INVOICE_SCHEMA, "description": "a\x00b"})}, "Must not contain NUL"),
         ({"example": json.dumps({"invoice": "in_\x00", "amount": 5})}, "Must not contain NUL"),
         ({"example": json.dumps({"invoice": "in_1", "amount": 5, "\x00": 1})}, "Must not contain NUL"),
+        # What jsonb refuses, and what Python's json module cannot read, each a 500 before.
+        ({"schema": '{"type": "object", "const": NaN}'}, "NaN is not JSON"),
+        ({"example": '{"invoice": "in_1", "amount": Infinity}'}, "Infinity is not JSON"),
+        ({"schema": "[" * 5000 + "]" * 5000}, "nested more than"),
+        ({"example": '{"invoice": "in_1", "amount": 5, "\\ud800": 1}'}, "lone surrogates"),
+        ({"example": '"\\ud800"'}, "lone surrogates"),
     ],
 )
 def test_the_admin_refuses_a_bad_schema_or_example_with_the_reason(superuser_client, fields, message):

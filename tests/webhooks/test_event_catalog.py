@@ -240,12 +240,17 @@ def test_prune_removes_the_types_the_file_does_not_list(db, tmp_path):
         ({"name": "a.b"}, "JSON array"),
         ([{"name": "a.b", "example": {"x": "\x00"}}], "example: Must not contain NUL"),
         ([{"name": "a.b", "description": "a\x00b"}], "description must be a string without NUL"),
+        ('[{"name": "a.b", "example": {"x": NaN}}]', "NaN is not JSON"),
     ],
 )
 def test_a_bad_file_is_refused_with_the_reason_and_changes_nothing(db, tmp_path, entries, message):
     EventType.objects.create(name="keep.me")
     path = tmp_path / "types.json"
-    path.write_text(json.dumps([{"name": "fine.one"}, *entries] if isinstance(entries, list) else entries))
+    path.write_text(
+        entries.replace("[", '[{"name": "fine.one"}, ', 1)
+        if isinstance(entries, str)
+        else json.dumps([{"name": "fine.one"}, *entries] if isinstance(entries, list) else entries)
+    )
     with pytest.raises(CommandError, match="Nothing was changed") as caught:
         load(path, "--prune")
     assert message in str(caught.value)

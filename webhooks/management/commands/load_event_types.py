@@ -3,6 +3,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from core.jsonfields import StrictJSONDecoder
 from webhooks.catalog import CatalogFileError, event_types_load
 
 
@@ -15,11 +16,13 @@ class Command(BaseCommand):
 
     def handle(self, *args, file: Path, prune: bool, **options) -> None:
         try:
-            entries = json.loads(file.read_text(encoding="utf-8"))
+            entries = json.loads(file.read_text(encoding="utf-8"), cls=StrictJSONDecoder)
         except OSError as exc:
             raise CommandError(f"Cannot read {file}: {exc.strerror}.") from None
         except ValueError as exc:
-            raise CommandError(f"{file} is not valid JSON: {exc}") from None
+            raise CommandError(f"{file} is not valid JSON: {exc}. Nothing was changed.") from None
+        except RecursionError:
+            raise CommandError(f"{file} nests too deep to read. Nothing was changed.") from None
         try:
             counts = event_types_load(entries, prune=prune, progress=self.stdout.write)
         except CatalogFileError as exc:
