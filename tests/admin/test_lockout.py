@@ -66,3 +66,11 @@ def test_a_forged_forwarded_for_does_not_escape_the_address_lockout(staff, setti
     assert log_in("root", staff["root"], "10.0.0.2", HTTP_X_FORWARDED_FOR="198.51.100.7") == 429
     assert log_in("root", staff["root"], "10.0.0.2", HTTP_X_FORWARDED_FOR="1.2.3.4, 198.51.100.8") == 302
     assert set(AccessAttempt.objects.values_list("ip_address", flat=True)) == {"203.0.113.9", "198.51.100.7"}
+
+
+@pytest.mark.parametrize("username", ["u" * 256, "u" * 5000])
+def test_a_user_name_no_user_can_have_is_a_failed_login_that_still_counts(staff, username):
+    # Axes recorded it as posted: longer than its column, a 500.
+    statuses = [log_in(username, "wrong", "203.0.113.7") for _ in range(10)]
+    assert statuses == [200] * 9 + [429]
+    assert log_in("sam", staff["sam"], "203.0.113.7") == 429  # the address is locked out all the same
