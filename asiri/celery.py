@@ -24,6 +24,13 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "asiri.settings")
 
 logger = logging.getLogger(__name__)
 
+
+def _on_a_lost_connection(message: Any) -> bool:
+    """Whether kombu detached this message's channel from its connection: the broker was lost after it came."""
+    transport = getattr(message.channel, "connection", None)
+    return transport is None or getattr(transport, "client", None) is None
+
+
 app = Celery("asiri")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
@@ -58,6 +65,33 @@ def _connect_every_second(ensure_connection: Any, where: str, max_retries: int |
     return ensure_connection(unreachable, max_retries, **kwargs, interval_start=1, interval_step=0, interval_max=1)
 
 
+def _tolerating_a_lost_connection(settle: Any) -> Any:
+    """A message's ack (or reject) that no longer stops the worker if the broker connection the message came through
+    was lost while its task ran.
+
+    Celery collects the lost connection (detaching its transport) and may fail to close it (see
+    Consumer.on_connection_error_after_connected); the late-acked task's channel is left behind, and acknowledging
+    through it as the task ended raised AttributeError from kombu, which Celery took for an unrecoverable error: a
+    test send running through a two-second Redis restart stopped the priority worker for good. Unacknowledged, the
+    message comes back after Redis's visibility timeout, and its task finds its deliveries done.
+    """
+    message = getattr(settle, "__self__", None)
+
+    def settle_or_leave(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return settle(*args, **kwargs)
+        except AttributeError:
+            if message is None or not _on_a_lost_connection(message):
+                raise
+            logger.warning(
+                "a task ended after the broker connection its message came through was lost: the message comes back "
+                "after the broker's visibility timeout"
+            )
+            return None
+
+    return settle_or_leave
+
+
 class Consumer(celery.worker.consumer.Consumer):
     """Celery's consumer (settings.CELERY_WORKER_CONSUMER), with two changes: a broker that went away is tried
     again every second and said once (core.outages), its return said too; and losing it while a late-acked task
@@ -79,6 +113,9 @@ class Consumer(celery.worker.consumer.Consumer):
         connected = super().ensure_connected(conn)
         BROKER.ended(logger)
         return connected
+
+    def call_soon_ack(self, p: Any, *args: Any, **kwargs: Any) -> Any:
+        return super().call_soon_ack(_tolerating_a_lost_connection(p), *args, **kwargs)
 
     def on_connection_error_after_connected(self, exc: Exception) -> None:
         try:

@@ -12,11 +12,13 @@ from collections import Counter
 import psycopg
 import pytest
 import redis as redis_client
+from celery import current_app
 from django.conf import settings
 from django.db import connection, transaction
 
 from deliveries.models import Attempt, Delivery, Event
 from deliveries.services import delivery_send_test, event_publish
+from deliveries.wakeups import DELIVER_NOW
 from tests.support import receiver as rx
 from tests.support.canary import Canary
 from tests.support.processes import celery_beat, celery_worker, redis_server, stop, wait_until
@@ -119,6 +121,46 @@ def test_a_worker_survives_its_broker_going_mid_send_and_delivers_a_second_after
     assert "Unrecoverable error" not in log, log[-3000:]
     assert log.count("the broker cannot be reached") == 1 and "Trying again in" not in log, log[-3000:]
     assert "CPendingDeprecationWarning" not in log, log[-3000:]
+
+
+@pytest.mark.parametrize("worker_kind", ["pumps", "priority"])
+def test_a_task_that_ends_after_a_broker_blip_does_not_stop_its_worker(
+    alice, make_subscription, empty_broker, tmp_path, worker_kind
+):
+    # Its late acknowledgement went through the channel of the connection lost meanwhile: kombu raised
+    # AttributeError, and Celery stopped the worker ("Unrecoverable error") for good.
+    with redis_server(tmp_path) as redis, rx.Receiver(delay=4.0) as receiver:
+        env = {**FAST, "CELERY_BROKER_URL": redis.url, "ASIRI_DELIVERY_TIMEOUT": "8", "ASIRI_DELIVERY_LEASE": "12"}
+        subscription = make_subscription(alice, url=receiver.url())
+        priority = f"{settings.CELERY_TASK_DEFAULT_QUEUE}.priority"
+
+        def send() -> None:
+            if worker_kind == "pumps":
+                publish_many(alice, 1)  # the dispatcher wakes a pump for it
+            else:
+                with transaction.atomic():
+                    # its own wake-up goes to the suite's broker, which no worker here reads
+                    delivery = delivery_send_test(subscription=subscription)
+                with current_app.connection_for_write(redis.url) as connection:  # this test's broker
+                    current_app.send_task(DELIVER_NOW, args=[[delivery.id]], connection=connection)
+
+        with (
+            celery_beat(tmp_path, **env),
+            celery_worker(queue=None if worker_kind == "pumps" else priority, **env) as worker,
+        ):
+            send()
+            assert receiver.wait_for(1, timeout=20), "".join(worker.lines)[-3000:]
+            redis.shutdown()  # the request is in flight, its task unacknowledged
+            time.sleep(1.5)
+            redis.start()  # back (and reconnected) before the request ends, 4 s after it started
+            assert wait_until(lambda: "the broker answers again" in "".join(worker.lines), timeout=10)
+            assert wait_until(lambda: all_final(1), timeout=15), "".join(worker.lines)[-3000:]
+            time.sleep(3)  # the task has ended and acknowledged its message
+            assert worker.poll() is None, "".join(worker.lines)[-3000:]
+            send()
+            assert len(receiver.wait_for(2, timeout=15)) == 2, "".join(worker.lines)[-3000:]
+    log = "".join(worker.lines)
+    assert "Unrecoverable error" not in log, log[-3000:]
 
 
 def test_an_event_published_in_a_rolled_back_transaction_is_never_sent(alice, make_subscription, empty_broker):

@@ -168,6 +168,13 @@ class RedisProcess:
             stop(self.process)
             self.process = None
 
+    def shutdown(self) -> None:
+        """As an operator stops it (`redis-cli shutdown nosave`): clients' connections closed by the server."""
+        if self.process is not None:
+            subprocess.run(self._cli("shutdown", "nosave"), capture_output=True)
+            self.process.wait(timeout=10)
+            self.process = None
+
     def flushall(self) -> None:
         subprocess.run(self._cli("FLUSHALL"), check=True, capture_output=True)
 
