@@ -401,8 +401,23 @@ def _start_attempts_at_once(delivery_ids: list[str], now: datetime, lease_end: d
 def _end_unsendable(decided: Triage, now: datetime) -> None:
     if decided.exhausted:
         most_attempts = len(settings.ASIRI_RETRY_SCHEDULE) + 1
-        reason = f"Gave up: no outcome was recorded for {most_attempts} attempts."
-        _end(decided.exhausted, reason)
+        # Also the way out of a retry schedule shortened by a deploy, after the outcomes were recorded: said as such.
+        recorded = set(
+            Attempt.objects.filter(delivery_id__in=decided.exhausted, number=F("delivery__attempt_count"))
+            .exclude(duration_ms=None, error="")
+            .values_list("delivery_id", flat=True)
+        )
+        lost = [delivery_id for delivery_id in decided.exhausted if delivery_id not in recorded]
+        lost_reason = f"Gave up: no outcome was recorded for {most_attempts} attempts."
+        shortened_reason = (
+            f"Gave up: the {most_attempts} attempts the retry schedule allows were made "
+            "(it was shortened after they were scheduled)."
+        )
+        if lost:
+            _end(lost, lost_reason)
+        if recorded:
+            _end(list(recorded), shortened_reason)
+        reason = lost_reason if lost else shortened_reason
         # Its retries are used up: in a subscription's failing streak, that is the streak's notice.
         # Not a failure of the endpoint's own, though, so it starts no streak.
         streaks = Delivery.objects.filter(

@@ -593,6 +593,26 @@ def test_a_delivery_that_never_records_an_outcome_ends_failed(alice, make_subscr
     assert delivery.status == DeliveryStatus.FAILED and "Gave up" in delivery.failure_reason
 
 
+def test_a_delivery_past_a_shortened_retry_schedule_ends_saying_so_not_that_outcomes_were_lost(
+    alice, make_subscription, publish, settings
+):
+    # Its attempts had recorded their 500s: "no outcome was recorded" sent support looking for a crash.
+    settings.ASIRI_RETRY_SCHEDULE = (1, 1, 1)
+    make_subscription(alice)
+    publish()
+    for _ in range(2):
+        (claimed,) = engine.claim_due(limit=1)
+        engine.record_outcomes([(claimed, http.HttpResult(500, 5, body="no"))])
+        make_due()
+    settings.ASIRI_RETRY_SCHEDULE = (1,)  # a deploy shortens it: two attempts in all
+    assert engine.claim_due(limit=1) == []
+    delivery = Delivery.objects.get()
+    assert delivery.status == DeliveryStatus.FAILED
+    assert delivery.failure_reason == (
+        "Gave up: the 2 attempts the retry schedule allows were made (it was shortened after they were scheduled)."
+    )
+
+
 def test_test_sends_to_a_deleted_subscription_are_stopped(
     post_webhook, alice, make_subscription, django_capture_on_commit_callbacks
 ):
