@@ -178,8 +178,8 @@ def claim_due(
 
 
 def _read_in_index_order() -> datetime:
-    """For the rest of the claim's transaction, plan no bitmap or sequential scans, on PostgreSQL; returns
-    the database's clock, read in the same round trip.
+    """For the rest of the claim's transaction, plan no bitmap or sequential scans and stay idle no longer than
+    half a lease, on PostgreSQL; returns the database's clock, read in the same round trip.
 
     A claim wants the oldest few due rows: an index scan of delivery_due that stops at the limit is the
     right plan at any backlog. But the planner estimates how many rows are due from statistics, which lag
@@ -190,12 +190,16 @@ def _read_in_index_order() -> datetime:
     """
     if connection.vendor != "postgresql":
         return database_now()
+    # A worker stopped mid-claim (SIGSTOP, a VM paused) held its rows locked past their lease, then leased them
+    # already expired when it went on: another worker sent them too. Its transaction now ends first, rows unlocked.
+    idle_limit = f"{max(1, int(settings.ASIRI_DELIVERY_LEASE * 500))}ms"
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_seqscan', 'off', true), "
-            "statement_timestamp()"
+            "set_config('idle_in_transaction_session_timeout', %s, true), statement_timestamp()",
+            [idle_limit],
         )
-        return cursor.fetchone()[2]
+        return cursor.fetchone()[3]
 
 
 # A claim's `now` in its compiled candidate query (_sendable_query), until bound: a time no clock gives.

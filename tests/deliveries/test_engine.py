@@ -10,7 +10,7 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
@@ -649,3 +649,26 @@ def test_the_services_own_headers_win_over_a_subscriptions(post_webhook, alice, 
     assert headers["X-Tenant"] == "acme"
     assert {name.lower() for name in headers} == set(headers) - {"X-Tenant"} | {"x-tenant"}
     assert headers["webhook-id"].startswith("dlv_") and headers["user-agent"] != "mine"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_stopped_longer_than_half_a_lease_is_ended_and_its_rows_go_to_another_worker(
+    alice, make_subscription, publish, settings, monkeypatch
+):
+    # A worker frozen mid-claim kept its rows locked past their lease, then leased them already expired.
+    settings.ASIRI_DELIVERY_LEASE = 2
+    make_subscription(alice)
+    publish()
+    original = claims.triage
+
+    def frozen(*args, **kwargs):
+        time.sleep(1.6)  # idle in the transaction, its candidates locked, past half the lease
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(claims, "triage", frozen)
+    with pytest.raises(DatabaseError):
+        engine.claim_due(limit=1)
+    connection.close()
+    monkeypatch.setattr(claims, "triage", original)
+    (claimed,) = engine.claim_due(limit=1)  # not locked, not leased: another worker takes it at once
+    assert claimed.attempt.number == 1
