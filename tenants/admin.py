@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 
 from core.admin import ModelAdmin
 from tenants.models import SCOPES, ApiKey, Tenant
@@ -39,6 +42,13 @@ class ApiKeyCreationForm(forms.ModelForm):
         choices=[(scope, f"{scope}: {text}") for scope, text in SCOPES.items()],
         widget=forms.CheckboxSelectMultiple,
     )
+
+    def clean_expires_at(self) -> datetime | None:
+        # A key issued already expired is shown once and never works: create_api_key refuses it too.
+        expires_at = self.cleaned_data["expires_at"]
+        if expires_at is not None and expires_at <= timezone.now():
+            raise forms.ValidationError("Must be in the future.")
+        return expires_at
 
     class Meta:
         model = ApiKey

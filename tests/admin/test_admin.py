@@ -167,6 +167,20 @@ def test_a_superuser_creates_a_key_seen_once_and_revokes_it(superuser_client, al
     assert ApiKey.objects.get(pk=api_key.pk).revoked_at is not None
 
 
+@pytest.mark.parametrize("day", ["2000-01-01", "0001-01-01"])
+def test_a_key_that_would_be_issued_already_expired_is_refused(superuser_client, alice, day):
+    form = {
+        "tenant": alice.pk,
+        "name": "ops",
+        "scopes": ["webhooks:read"],
+        "expires_at_0": day,
+        "expires_at_1": "00:00",
+    }
+    response = superuser_client.post("/admin/tenants/apikey/add/", form)
+    assert response.status_code == 200 and "Must be in the future." in response.content.decode()
+    assert not ApiKey.objects.filter(name="ops").exists()
+
+
 def test_a_superuser_sets_a_tenants_subscription_limit(superuser_client, alice):
     page = superuser_client.get(f"/admin/tenants/tenant/{alice.pk}/change/").content.decode()
     assert 'name="max_subscriptions"' in page and "ASIRI_MAX_SUBSCRIPTIONS_PER_TENANT" in page
