@@ -310,11 +310,14 @@ def delivery_redeliver(*, delivery: Delivery, wake: bool = True) -> Delivery:
 
 
 IN_FLIGHT_REFUSAL = "An attempt is in flight right now; wait for its outcome, then redeliver."
-DISABLED_REFUSAL = "The subscription is disabled; re-enable it before redelivering."
+DISABLED_REFUSAL = "The subscription is paused or disabled; re-enable it before redelivering."
+DELETED_REFUSAL = "The subscription was deleted: nothing is sent to it again, test events included."
 
 
 def redelivery_refusal(delivery: Delivery, *, in_flight: bool) -> str | None:
     """Why a redelivery would be refused, or None if it would start."""
+    if delivery.subscription.is_deleted:  # the worker would end it unsent (claims.triage): say so now
+        return DELETED_REFUSAL
     if not delivery.is_test and not delivery.subscription.active:
         return DISABLED_REFUSAL
     if in_flight:

@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from deliveries.models import Delivery, DeliveryStatus
-from deliveries.services import event_publish
+from deliveries.services import delivery_send_test, event_publish
 from tenants.models import ApiKey
 from tests.support.factories import add_deliveries
 from webhooks.models import Subscription
@@ -114,6 +114,23 @@ def test_redeliver_asks_first_then_starts_a_new_series(support_client, story, dj
     assert f"Redelivering 1 delivery: {delivery.id}." in done.content.decode()  # as it is, not capitalised
     delivery.refresh_from_db()
     assert delivery.status == DeliveryStatus.PENDING and delivery.series_start == 2
+
+
+def test_a_test_delivery_of_a_deleted_subscription_is_not_redelivered(
+    support_client, alice, make_subscription, django_capture_on_commit_callbacks
+):
+    # The confirmation promised a new series, and the worker ended it unsent.
+    subscription = make_subscription(alice)
+    with django_capture_on_commit_callbacks(execute=False):
+        delivery = delivery_send_test(subscription=subscription)
+    Delivery.objects.filter(pk=delivery.pk).update(status=DeliveryStatus.FAILED)
+    subscription.soft_delete()
+    form = {"action": "redeliver", "_selected_action": [delivery.pk]}
+    confirmation = support_client.post("/admin/deliveries/delivery/", form).content.decode()
+    assert "The subscription was deleted" in confirmation
+    with django_capture_on_commit_callbacks(execute=False):
+        support_client.post("/admin/deliveries/delivery/", {**form, "confirmed": "yes"}, follow=True)
+    assert Delivery.objects.get(pk=delivery.pk).status == DeliveryStatus.FAILED
 
 
 def test_support_operates_subscriptions(support_client, story, django_capture_on_commit_callbacks):

@@ -50,7 +50,7 @@ def test_the_confirmation_says_per_delivery_what_will_happen_before_anything_is_
     assert "Attempt 2 is made now instead of at" in rows[four["retrying"].pk]
     assert "UTC" in rows[four["retrying"].pk]
     assert "Refused: An attempt is in flight" in rows[four["in_flight"].pk]
-    assert "Refused: The subscription is disabled" in rows[four["disabled"].pk]
+    assert "Refused: The subscription is paused or disabled" in rows[four["disabled"].pk]
     assert "<strong>2</strong> deliveries" in html
     hidden = re.findall(r'name="_selected_action" value="(\w+)"', html)
     assert sorted(hidden) == sorted([four["failed"].pk, four["retrying"].pk])  # only what will start
@@ -65,7 +65,7 @@ def test_confirming_redelivers_and_messages_keep_ids_as_they_are(
         html = support_client.post(LIST, form, follow=True).content.decode()
     assert "Redelivering 2 deliveries." in html
     assert f"Not redelivered, {four['in_flight'].pk}: An attempt is in flight" in html
-    assert f"Not redelivered, {four['disabled'].pk}: The subscription is disabled" in html
+    assert f"Not redelivered, {four['disabled'].pk}: The subscription is paused or disabled" in html
     assert Delivery.objects.get(pk=four["retrying"].pk).next_attempt_at <= timezone.now()
 
 
