@@ -220,11 +220,14 @@ class SubscriptionAdmin(ModelAdmin):
         description="Recover… (one subscription: failed deliveries and missed events)", permissions=["recover"]
     )
     def recover(self, request: HttpRequest, queryset: QuerySet):
-        chosen = list(queryset.values_list("pk", flat=True)[:2])
+        chosen = list(queryset.values_list("pk", "deleted_at")[:2])
         if len(chosen) != 1:
             self.message_user(request, "Recover one subscription at a time.", messages.ERROR)
             return None
-        return HttpResponseRedirect(reverse("admin:webhooks_subscription_recover", args=[quote(chosen[0])]))
+        if chosen[0][1] is not None:
+            self.message_user(request, "A deleted subscription cannot be recovered.", messages.ERROR)
+            return None
+        return HttpResponseRedirect(reverse("admin:webhooks_subscription_recover", args=[quote(chosen[0][0])]))
 
     def recover_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """A time range, then the counts it will touch, and only then the recovery itself."""
@@ -273,29 +276,49 @@ class SubscriptionAdmin(ModelAdmin):
     @admin.action(description="Send a test event", permissions=["operate"])
     def send_test(self, request: HttpRequest, queryset: QuerySet) -> None:
         sent = [delivery_send_test(subscription=s).id for s in queryset.filter(deleted_at__isnull=True)]
-        self.message_user(request, f"Sent {len(sent)} test event(s): {', '.join(sent)}.", messages.SUCCESS)
+        if sent:
+            self.message_user(request, f"Sent {len(sent)} test event(s): {', '.join(sent)}.", messages.SUCCESS)
+        self._left_as_they_were(request, queryset.count() - len(sent), "deleted")
 
     @admin.action(description="Pause (stop sending)", permissions=["operate"])
     def pause(self, request: HttpRequest, queryset: QuerySet) -> None:
-        for subscription in queryset.filter(deleted_at__isnull=True, active=True):
+        changed = list(queryset.filter(deleted_at__isnull=True, active=True))
+        for subscription in changed:
             subscription_update(subscription=subscription, changes={"active": False})
-        self.message_user(request, "Paused. Pending deliveries to them stop within seconds.", messages.SUCCESS)
+        if changed:
+            self.message_user(
+                request,
+                f"Paused {len(changed)} subscription(s). Pending deliveries to them stop within seconds.",
+                messages.SUCCESS,
+            )
+        self._left_as_they_were(request, queryset.count() - len(changed), "already paused or disabled, or deleted")
 
     @admin.action(description="Re-enable", permissions=["operate"])
     def reenable(self, request: HttpRequest, queryset: QuerySet) -> None:
-        for subscription in queryset.filter(deleted_at__isnull=True, active=False):
+        changed = list(queryset.filter(deleted_at__isnull=True, active=False))
+        for subscription in changed:
             subscription_update(subscription=subscription, changes={"active": True})
-        self.message_user(request, "Re-enabled.", messages.SUCCESS)
+        if changed:
+            self.message_user(request, f"Re-enabled {len(changed)} subscription(s).", messages.SUCCESS)
+        self._left_as_they_were(request, queryset.count() - len(changed), "already active, or deleted")
 
     @admin.action(description="Rotate the signing secret (shows it once)", permissions=["rotate"])
     def rotate_secret(self, request: HttpRequest, queryset: QuerySet) -> None:
+        rotated = 0
         for subscription in queryset.filter(deleted_at__isnull=True):
             secret = subscription_rotate_secret(subscription=subscription)
+            rotated += 1
             self.message_user(
                 request,
                 f"New secret for {subscription.id}, shown once: {secret} (the old one keeps signing for 24 hours).",
                 messages.WARNING,
             )
+        self._left_as_they_were(request, queryset.count() - rotated, "deleted")
+
+    def _left_as_they_were(self, request: HttpRequest, count: int, why: str) -> None:
+        """An action that did nothing to some of the selection says so, rather than report success for all."""
+        if count:
+            self.message_user(request, f"{count} selected subscription(s) left as they were: {why}.", messages.WARNING)
 
     def has_operate_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("webhooks.operate_subscription")

@@ -148,6 +148,31 @@ def test_support_operates_subscriptions(support_client, story, django_capture_on
     assert subscription.active and subscription.disabled_reason is None
 
 
+def test_an_action_that_changes_nothing_says_so_rather_than_report_success(
+    support_client, story, alice, make_subscription, django_capture_on_commit_callbacks
+):
+    url = "/admin/webhooks/subscription/"
+    paused = story["subscription"]
+    Subscription.objects.filter(pk=paused.pk).update(active=False)
+    deleted = make_subscription(alice)
+    deleted.soft_delete()
+
+    def said(action: str, ids: list[str], query: str = "") -> list[str]:
+        with django_capture_on_commit_callbacks(execute=False):
+            page = support_client.post(url + query, {"action": action, "_selected_action": ids}, follow=True)
+        return re.findall(r'<li class="(?:success|warning|error)">(.*?)</li>', page.content.decode())
+
+    assert said("pause", [paused.pk]) == [
+        "1 selected subscription(s) left as they were: already paused or disabled, or deleted."
+    ]
+    assert said("reenable", [paused.pk]) == ["Re-enabled 1 subscription(s)."]
+    # Deleted subscriptions are listed only when the state filter asks for them.
+    assert said("send_test", [deleted.pk], "?state=deleted") == [
+        "1 selected subscription(s) left as they were: deleted."
+    ]
+    assert said("recover", [deleted.pk], "?state=deleted") == ["A deleted subscription cannot be recovered."]
+
+
 def test_support_cannot_rotate_create_revoke_or_delete(support_client, story):
     subscription = story["subscription"]
     before = subscription.secret
