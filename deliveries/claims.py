@@ -259,7 +259,7 @@ def _start_attempts(delivery_ids: list[str], now: datetime, lease_end: datetime)
         attempt_count=F("attempt_count") + 1, last_attempt_at=now, next_attempt_at=lease_end
     )
     # An attempt left without a result was cut short by a worker that died.
-    Attempt.objects.filter(delivery_id__in=delivery_ids, duration_ms__isnull=True, error="").update(error=LOST_ATTEMPT)
+    Attempt.objects.without_outcome().filter(delivery_id__in=delivery_ids).update(error=LOST_ATTEMPT)
     # Joined: a delivery whose event is gone is left out here, and ended below.
     deliveries = list(Delivery.objects.filter(pk__in=delivery_ids).select_related("event", "subscription"))
     attempts = Attempt.objects.bulk_create(
@@ -284,7 +284,7 @@ def _end_orphans(delivery_ids: list[str]) -> None:
     if not delivery_ids:
         return
     logger.error("deliveries %s: their event no longer exists; ended unsent", ", ".join(delivery_ids))
-    Attempt.objects.filter(delivery_id__in=delivery_ids, duration_ms__isnull=True, error="").update(error=ORPHANED)
+    Attempt.objects.without_outcome().filter(delivery_id__in=delivery_ids).update(error=ORPHANED)
     _end(delivery_ids, ORPHANED)
 
 
@@ -407,8 +407,8 @@ def _end_unsendable(decided: Triage, now: datetime) -> None:
         most_attempts = len(settings.ASIRI_RETRY_SCHEDULE) + 1
         # Also the way out of a retry schedule shortened by a deploy, after the outcomes were recorded: said as such.
         recorded = set(
-            Attempt.objects.filter(delivery_id__in=decided.exhausted, number=F("delivery__attempt_count"))
-            .exclude(duration_ms=None, error="")
+            Attempt.objects.with_outcome()
+            .filter(delivery_id__in=decided.exhausted, number=F("delivery__attempt_count"))
             .values_list("delivery_id", flat=True)
         )
         lost = [delivery_id for delivery_id in decided.exhausted if delivery_id not in recorded]

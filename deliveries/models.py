@@ -244,6 +244,16 @@ class EventSkip(models.Model):
         return f"{self.event_id} skipped {self.subscription_id}: {self.reason}"
 
 
+class AttemptQuerySet(models.QuerySet):
+    # An attempt is written before its request is made; its outcome (a duration, or an error that says why there
+    # is none) after. One with neither is in flight, or was cut short by a worker that died.
+    def without_outcome(self) -> AttemptQuerySet:
+        return self.filter(duration_ms__isnull=True, error="")
+
+    def with_outcome(self) -> AttemptQuerySet:
+        return self.exclude(duration_ms__isnull=True, error="")
+
+
 class Attempt(models.Model):
     """One HTTP request for a delivery, written before the request is made."""
 
@@ -260,6 +270,8 @@ class Attempt(models.Model):
     # deliveries.http.KEPT_RESPONSE_HEADERS, lower-cased names to capped values.
     response_headers = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True, default="")
+
+    objects = AttemptQuerySet.as_manager()
 
     class Meta:
         ordering = ["number"]

@@ -338,7 +338,7 @@ def deliveries_in_flight(deliveries: list[Delivery], now) -> set[str]:
     }
     if not leased:
         return set()
-    open_attempts = Attempt.objects.filter(delivery_id__in=list(leased), duration_ms__isnull=True, error="")
+    open_attempts = Attempt.objects.without_outcome().filter(delivery_id__in=list(leased))
     return {d for d, number in open_attempts.values_list("delivery_id", "number") if leased[d] == number}
 
 
